@@ -1,0 +1,246 @@
+"""LLMClient: the one async entry point every stage uses.
+
+cache lookup -> (concurrency slot -> rate limiter -> provider call, retried with backoff that honours
+Retry-After) -> cache write -> schema validation -> bounded re-ask -> LLMResponse or a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from factory.llm.accounting import Accounting
+from factory.llm.cache import RequestCache
+from factory.llm.config import EndpointConfig
+from factory.llm.errors import RetryableProviderError, StructuredOutputError
+from factory.llm.fingerprint import request_key
+from factory.llm.pricing import PriceTable
+from factory.llm.providers.base import Provider
+from factory.llm.ratelimit import RateLimiter
+from factory.llm.types import LLMRequest, LLMResponse, RawCompletion, Usage
+
+REASK_TEMPLATE = (
+    "Your previous reply could not be used: {error}. Reply again with a single JSON object that "
+    "matches the required schema exactly, with no other text."
+)
+
+FailureSink = Callable[[dict[str, Any]], None]
+
+
+def make_provider(config: EndpointConfig) -> Provider:
+    if config.provider == "openai":
+        from factory.llm.providers.openai_provider import OpenAIProvider
+        return OpenAIProvider(config)
+    if config.provider == "anthropic":
+        from factory.llm.providers.anthropic_provider import AnthropicProvider
+        return AnthropicProvider(config)
+    if config.provider == "google":
+        from factory.llm.providers.google_provider import GoogleProvider
+        return GoogleProvider(config)
+    from factory.llm.providers.local_provider import LocalProvider
+    return LocalProvider(config)
+
+
+class Endpoint:
+    """A provider instance with its concurrency bound, rate limiter and pause gate."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.provider = make_provider(config)
+        concurrency = 1 if config.provider == "local" else config.concurrency
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.limiter = RateLimiter(config.rpm, config.tpm)
+        self.paused_until = 0.0
+
+    async def wait_if_paused(self) -> None:
+        delay = self.paused_until - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay + random.uniform(0, 0.1 * delay))
+
+    def pause(self, seconds: float) -> None:
+        """The server said 'slow down' (429 + Retry-After): hold every caller of this endpoint."""
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+def _estimate_tokens(messages: list[dict[str, Any]], max_tokens: int) -> int:
+    return sum(len(m["content"]) for m in messages) // 4 + max_tokens
+
+
+def validate_output(raw: RawCompletion, schema: type[BaseModel]) -> tuple[BaseModel | None, str]:
+    """Return (parsed, "") or (None, reason)."""
+    if raw.finish_reason == "length":
+        return None, "the output was cut off at the token limit (truncated JSON); keep it shorter"
+    text = raw.text.strip()
+    if not text:
+        return None, "the reply was empty"
+    if text.startswith("```"):
+        text = text.strip("`")
+        text = text[text.find("{"):] if "{" in text else text
+    try:
+        return schema.model_validate_json(text), ""
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False)[:3]
+        if errs and errs[0].get("type") == "json_invalid":
+            return None, f"it was not valid JSON ({errs[0].get('msg')})"
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errs)
+        return None, f"it did not match the schema ({detail})"
+
+
+class LLMClient:
+    def __init__(self, cache: RequestCache | None = None, prices: PriceTable | None = None,
+                 failure_sink: FailureSink | None = None) -> None:
+        self.cache = cache
+        self.prices = prices or PriceTable()
+        self.accounting = Accounting()
+        self.failure_sink = failure_sink
+        self._endpoints: dict[tuple[str, str, str | None], Endpoint] = {}
+
+    def endpoint(self, config: EndpointConfig) -> Endpoint:
+        key = (config.provider, config.model, config.resolved_base_url())
+        ep = self._endpoints.get(key)
+        if ep is None:
+            ep = self._endpoints[key] = Endpoint(config)
+        return ep
+
+    async def aclose(self) -> None:
+        for ep in self._endpoints.values():
+            await ep.provider.aclose()
+        if self.cache is not None:
+            self.cache.flush()
+
+    # -- the one public call ---------------------------------------------------------------
+    async def complete(self, config: EndpointConfig, request: LLMRequest) -> LLMResponse:
+        ep = self.endpoint(config)
+        counter = self.accounting.counter(request.stage, config.spec)
+        messages = [m.model_dump() for m in request.messages]
+        schema = request.output_schema
+        usage = Usage()
+        cost = 0.0
+        latency = 0.0
+        all_cached = True
+        raw: RawCompletion | None = None
+        key = ""
+        attempts = 0
+        for attempt in range(config.max_reasks + 1):
+            attempts = attempt + 1
+            key = request_key(config.provider, config.model, request, messages)
+            raw = self.cache.get(key) if self.cache is not None else None
+            price_cost: float
+            if raw is not None:
+                counter.cache_hits += 1
+                price_cost = self.prices.cost(raw.model or config.model, raw.usage)
+                counter.cost_cached_usd += price_cost
+            else:
+                all_cached = False
+                t0 = time.perf_counter()
+                raw = await self._send(ep, messages, request, counter)
+                elapsed = time.perf_counter() - t0
+                latency += elapsed
+                price_cost = self.prices.cost(config.model, raw.usage)
+                counter.network_calls += 1
+                counter.cost_usd += price_cost
+                counter.input_tokens += raw.usage.input_tokens
+                counter.output_tokens += raw.usage.output_tokens
+                if not self.prices.is_priced(config.model):
+                    counter.unpriced = True
+                if self.cache is not None:
+                    self.cache.put(key, provider=config.provider, model=config.model, stage=request.stage,
+                                   prompt_hash=request.prompt_hash,
+                                   request_json=orjson.dumps(messages).decode(), completion=raw,
+                                   cost_usd=price_cost, latency_s=elapsed)
+            usage = Usage(input_tokens=usage.input_tokens + raw.usage.input_tokens,
+                          output_tokens=usage.output_tokens + raw.usage.output_tokens)
+            cost += price_cost
+            if schema is None:
+                counter.calls += 1
+                return LLMResponse(text=raw.text, provider=config.provider, model=config.model, usage=usage,
+                                   cost_usd=cost, latency_s=latency, finish_reason=raw.finish_reason,
+                                   cached=all_cached, attempts=attempts, key=key)
+            parsed, error = validate_output(raw, schema)
+            if parsed is not None:
+                counter.calls += 1
+                return LLMResponse(text=raw.text, parsed=parsed, provider=config.provider, model=config.model,
+                                   usage=usage, cost_usd=cost, latency_s=latency,
+                                   finish_reason=raw.finish_reason, cached=all_cached, attempts=attempts,
+                                   key=key)
+            if attempt < config.max_reasks:
+                counter.reasks += 1
+                messages = messages + [
+                    {"role": "assistant", "content": raw.text},
+                    {"role": "user", "content": REASK_TEMPLATE.format(error=error)},
+                ]
+        counter.failures += 1
+        assert raw is not None
+        err = StructuredOutputError(
+            f"no valid {schema.__name__} after {attempts} attempt(s): {error}",
+            provider=config.provider, model=config.model, raw_text=raw.text, attempts=attempts)
+        if self.failure_sink is not None:
+            self.failure_sink({"key": key, "stage": request.stage, "provider": config.provider,
+                               "model": config.model, "error": str(err), "raw_text": raw.text,
+                               "attempts": attempts})
+        raise err
+
+    # -- transport with retries -------------------------------------------------------------
+    async def _send_once(self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest) -> RawCompletion:
+        await ep.wait_if_paused()
+        estimate = _estimate_tokens(messages, request.params.max_tokens)
+        async with ep.semaphore:
+            await ep.limiter.acquire(estimate)
+            try:
+                completion, headers = await ep.provider.send(messages, request.params, request.output_schema)
+            except RetryableProviderError as exc:
+                if exc.retry_after:
+                    ep.pause(min(exc.retry_after, 300.0))
+                raise
+        ep.limiter.settle(estimate, completion.usage.total_tokens)
+        if headers:
+            ep.limiter.observe_headers(headers)
+        return completion
+
+    async def _send(self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest,
+                    counter: Any) -> RawCompletion:
+        try:  # fast path: no retry machinery unless something goes wrong
+            return await self._send_once(ep, messages, request)
+        except RetryableProviderError as first:
+            if ep.config.max_retries == 0:
+                self._record_transport_failure(ep, request, first)
+                raise
+            counter.retries += 1
+            first_wait = first.retry_after
+        backoff = wait_exponential_jitter(initial=0.5, max=60.0)
+
+        def wait(state: Any) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RetryableProviderError) and exc.retry_after is not None:
+                return min(exc.retry_after, 300.0)
+            return backoff(state)
+
+        if first_wait is not None:
+            await asyncio.sleep(min(first_wait, 300.0))
+        else:
+            await asyncio.sleep(random.uniform(0.25, 0.75))
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(RetryableProviderError),
+                                               stop=stop_after_attempt(ep.config.max_retries), wait=wait,
+                                               reraise=True):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        counter.retries += 1
+                    return await self._send_once(ep, messages, request)
+        except RetryableProviderError as exc:
+            self._record_transport_failure(ep, request, exc)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_transport_failure(self, ep: Endpoint, request: LLMRequest, exc: Exception) -> None:
+        if self.failure_sink is not None:
+            self.failure_sink({"key": "", "stage": request.stage, "provider": ep.config.provider,
+                               "model": ep.config.model, "error": str(exc), "raw_text": "",
+                               "attempts": ep.config.max_retries + 1})

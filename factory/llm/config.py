@@ -1,0 +1,88 @@
+"""Which provider and model a stage talks to, and how hard it may push it."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from factory.llm.errors import ConfigError
+
+ProviderName = Literal["openai", "anthropic", "google", "local"]
+
+# The SDKs' own environment variables, honoured as they are.
+API_KEY_ENV: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "google": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "local": (),
+}
+BASE_URL_ENV: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_BASE_URL",),
+    "anthropic": ("ANTHROPIC_BASE_URL",),
+    "google": ("GOOGLE_GEMINI_BASE_URL", "GEMINI_BASE_URL"),
+    "local": (),
+}
+
+
+class EndpointConfig(BaseModel):
+    """A provider + model and the client-side limits to use with it."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider: ProviderName
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    rpm: float | None = Field(default=None, gt=0, description="client-side requests per minute")
+    tpm: float | None = Field(default=None, gt=0, description="client-side tokens per minute")
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=50)
+    max_reasks: int = Field(default=2, ge=0, le=10)
+    strict_schema: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @classmethod
+    def parse(cls, spec: str, **overrides: object) -> EndpointConfig:
+        """Parse 'provider:model' (e.g. 'openai:gpt-4o-mini', 'local:smollm2-135m')."""
+        if ":" not in spec:
+            raise ConfigError(
+                f"model spec {spec!r} must look like 'provider:model', e.g. 'openai:gpt-4o-mini'; "
+                f"providers: openai, anthropic, google, local")
+        provider, model = spec.split(":", 1)
+        if provider not in API_KEY_ENV:
+            raise ConfigError(f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, google or local")
+        return cls(provider=provider, model=model, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def spec(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    def resolved_base_url(self) -> str | None:
+        if self.base_url:
+            return self.base_url
+        for var in BASE_URL_ENV[self.provider]:
+            if os.environ.get(var):
+                return os.environ[var]
+        return None
+
+    def api_key(self) -> str | None:
+        for var in API_KEY_ENV[self.provider]:
+            if os.environ.get(var):
+                return os.environ[var]
+        return None
+
+
+def configured_remote() -> EndpointConfig | None:
+    """The endpoint implied by the environment, if any (used when a recipe says 'auto')."""
+    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+        return EndpointConfig(provider="openai", model=os.environ.get("FACTORY_MODEL", "gpt-4o-mini"))
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return EndpointConfig(provider="anthropic", model=os.environ.get("FACTORY_MODEL", "claude-haiku-4-5"))
+    if os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"):
+        return EndpointConfig(provider="google", model=os.environ.get("FACTORY_MODEL", "gemini-2.0-flash"))
+    return None

@@ -1,0 +1,52 @@
+"""Errors raised by the LLM layer. Every message names the provider and model."""
+
+from __future__ import annotations
+
+
+class LLMError(Exception):
+    """Base class."""
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        prefix = f"[{provider}:{model}] " if provider else ""
+        super().__init__(prefix + message)
+
+
+class FatalProviderError(LLMError):
+    """Not worth retrying: bad request, bad or missing credentials, forbidden, unknown model."""
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "", status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message, provider=provider, model=model)
+
+
+class RetryableProviderError(LLMError):
+    """Rate limits, server errors, timeouts, dropped connections."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, model=model)
+
+
+class StructuredOutputError(LLMError):
+    """The model never produced output matching the schema, re-asks included. Keeps the raw text."""
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "", raw_text: str = "",
+                 attempts: int = 0) -> None:
+        self.raw_text = raw_text
+        self.attempts = attempts
+        super().__init__(message, provider=provider, model=model)
+
+
+class ConfigError(Exception):
+    """Invalid configuration (unknown provider, malformed model spec, bad pricing table...)."""

@@ -1,0 +1,83 @@
+"""The provider interface: one HTTP exchange, mapped to RawCompletion or a typed error."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from factory.llm.config import EndpointConfig
+from factory.llm.errors import FatalProviderError, RetryableProviderError
+from factory.llm.types import GenParams, RawCompletion
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+FATAL_HINTS = {
+    400: "the request was rejected as malformed; check the model name, parameters and schema",
+    401: "the API key was rejected; check the key in the environment",
+    403: "the key is not allowed to use this model or endpoint",
+    404: "the model or endpoint does not exist; check the model name and base URL",
+    422: "the server could not process the request; check parameters and schema",
+}
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a Retry-After (delta or HTTP date) or retry-after-ms header."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import time
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def status_error(provider: str, model: str, status: int, detail: str,
+                 headers: Mapping[str, str] | None = None) -> Exception:
+    """Map an HTTP status to the right error class with an actionable message."""
+    detail = (detail or "").strip().replace("\n", " ")[:300]
+    if status in RETRYABLE_STATUS or status >= 500:
+        return RetryableProviderError(f"HTTP {status}: {detail}", provider=provider, model=model,
+                                      status=status, retry_after=parse_retry_after(headers))
+    hint = FATAL_HINTS.get(status, "the provider refused the request")
+    return FatalProviderError(f"HTTP {status}: {hint} ({detail})", provider=provider, model=model, status=status)
+
+
+class Provider(abc.ABC):
+    """One configured SDK client. Subclasses implement `_send`."""
+
+    name: str = ""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    async def send(self, messages: list[dict[str, Any]], params: GenParams,
+                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+        """Make one call. Raise FatalProviderError or RetryableProviderError on failure."""
+
+    async def aclose(self) -> None:  # pragma: no cover - default no-op
+        return None
+
+    def missing_key(self, env_vars: tuple[str, ...]) -> FatalProviderError:
+        names = " or ".join(env_vars)
+        return FatalProviderError(
+            f"no API key: set {names} in the environment (or pick another provider with --model)",
+            provider=self.name, model=self.config.model, status=401)

@@ -1,0 +1,93 @@
+"""Google Gemini through the google-genai SDK; structured output via a response JSON schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from pydantic import BaseModel
+
+from factory.llm.config import EndpointConfig
+from factory.llm.errors import RetryableProviderError
+from factory.llm.providers.base import Provider, status_error
+from factory.llm.schema import json_schema
+from factory.llm.types import GenParams, RawCompletion, Usage
+
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+
+
+class GoogleProvider(Provider):
+    name = "google"
+
+    def __init__(self, config: EndpointConfig) -> None:
+        super().__init__(config)
+        key = config.api_key()
+        if key is None:
+            raise self.missing_key(("GEMINI_API_KEY", "GOOGLE_API_KEY"))
+        http_options = types.HttpOptions(timeout=int(config.timeout_s * 1000))
+        base_url = config.resolved_base_url()
+        if base_url:
+            http_options.base_url = base_url
+        # Retries are ours: the SDK's own retry options stay off.
+        self.client = genai.Client(api_key=key, http_options=http_options)
+
+    async def send(self, messages: list[dict[str, Any]], params: GenParams,
+                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+        model = self.config.model
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        contents = [
+            types.Content(role="model" if m["role"] == "assistant" else "user",
+                          parts=[types.Part(text=m["content"])])
+            for m in messages if m["role"] != "system"
+        ]
+        cfg: dict[str, Any] = {"temperature": params.temperature, "max_output_tokens": params.max_tokens}
+        if system:
+            cfg["system_instruction"] = system
+        if params.top_p is not None:
+            cfg["top_p"] = params.top_p
+        if params.seed is not None:
+            cfg["seed"] = params.seed
+        if params.stop:
+            cfg["stop_sequences"] = list(params.stop)
+        if schema is not None:
+            cfg["response_mime_type"] = "application/json"
+            cfg["response_json_schema"] = json_schema(schema)
+        try:
+            resp = await self.client.aio.models.generate_content(
+                model=model, contents=contents, config=types.GenerateContentConfig(**cfg))
+        except genai_errors.APIError as exc:
+            headers = _headers(exc)
+            raise status_error(self.name, model, int(exc.code or 500), str(exc.message or exc), headers) from exc
+        except TimeoutError as exc:
+            raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
+                                         model=model) from exc
+        except Exception as exc:  # httpx transport errors surface as their own classes
+            if type(exc).__module__.startswith(("httpx", "aiohttp")):
+                raise RetryableProviderError(f"connection failed: {exc!r}", provider=self.name,
+                                             model=model) from exc
+            raise
+        text, finish = "", "stop"
+        if resp.candidates:
+            cand = resp.candidates[0]
+            finish_name = cand.finish_reason.name if cand.finish_reason is not None else "STOP"
+            finish = _FINISH.get(finish_name, finish_name.lower())
+            if cand.content and cand.content.parts:
+                text = "".join(p.text or "" for p in cand.content.parts)
+        um = resp.usage_metadata
+        usage = Usage(input_tokens=(um.prompt_token_count or 0) if um else 0,
+                      output_tokens=(um.candidates_token_count or 0) if um else 0)
+        headers = dict(resp.sdk_http_response.headers or {}) if resp.sdk_http_response else {}
+        return RawCompletion(text=text, finish_reason=finish, usage=usage,
+                             model=resp.model_version or model, response_id=resp.response_id or ""), headers
+
+
+def _headers(exc: genai_errors.APIError) -> dict[str, str]:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    try:
+        return {k.lower(): v for k, v in dict(headers or {}).items()}
+    except (TypeError, ValueError):
+        return {}

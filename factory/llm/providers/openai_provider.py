@@ -1,0 +1,110 @@
+"""OpenAI Chat Completions through the official SDK; serves any OpenAI-compatible server too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import openai
+import orjson
+from pydantic import BaseModel
+
+from factory.llm.config import EndpointConfig
+from factory.llm.errors import FatalProviderError, RetryableProviderError
+from factory.llm.providers.base import Provider, status_error
+from factory.llm.schema import json_schema, schema_name
+from factory.llm.types import GenParams, RawCompletion, Usage
+
+try:  # aiohttp transport: markedly less client overhead than httpx's default at high concurrency
+    from openai import DefaultAioHttpClient
+except ImportError:  # pragma: no cover
+    DefaultAioHttpClient = None  # type: ignore[assignment,misc]
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def __init__(self, config: EndpointConfig) -> None:
+        super().__init__(config)
+        base_url = config.resolved_base_url()
+        key = config.api_key()
+        if key is None:
+            if base_url is None:
+                raise self.missing_key(("OPENAI_API_KEY",))
+            key = "unused"  # self-hosted OpenAI-compatible servers usually need none
+        kwargs: dict[str, Any] = {
+            "api_key": key,
+            "base_url": base_url,
+            "max_retries": 0,  # retries are ours (tenacity, Retry-After aware)
+            "timeout": config.timeout_s,
+        }
+        if DefaultAioHttpClient is not None:
+            kwargs["http_client"] = DefaultAioHttpClient(timeout=config.timeout_s)
+        self.client = openai.AsyncOpenAI(**kwargs)
+
+    def _body(self, messages: list[dict[str, Any]], params: GenParams,
+              schema: type[BaseModel] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+        }
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name(schema), "schema": json_schema(schema),
+                                "strict": self.config.strict_schema},
+            }
+        return body
+
+    async def send(self, messages: list[dict[str, Any]], params: GenParams,
+                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+        model = self.config.model
+        try:
+            raw = await self.client.chat.completions.with_raw_response.create(
+                **self._body(messages, params, schema))
+        except openai.APIStatusError as exc:
+            raise status_error(self.name, model, exc.status_code, _detail(exc), exc.response.headers) from exc
+        except openai.APITimeoutError as exc:
+            raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
+                                         model=model) from exc
+        except openai.APIConnectionError as exc:
+            raise RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model) from exc
+        http = raw.http_response
+        try:
+            data = orjson.loads(http.content)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason") or "stop"
+            usage = data.get("usage") or {}
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise RetryableProviderError(f"unreadable response body: {http.content[:200]!r}",
+                                         provider=self.name, model=model) from exc
+        if finish == "content_filter":
+            raise FatalProviderError("the provider's content filter blocked the output",
+                                     provider=self.name, model=model)
+        completion = RawCompletion(
+            text=text, finish_reason=finish, model=data.get("model", model), response_id=data.get("id", ""),
+            usage=Usage(input_tokens=usage.get("prompt_tokens") or 0,
+                        output_tokens=usage.get("completion_tokens") or 0),
+        )
+        return completion, http.headers
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+    return str(exc.message)

@@ -1,0 +1,108 @@
+"""Client-side rate limiting: token buckets for requests/min and tokens/min, fed by headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+
+class TokenBucket:
+    """A leaky bucket that lets callers go into debt; waiters are served in arrival order.
+
+    `rate` is units per second, `capacity` the burst size. `acquire(n)` returns at once when the
+    bucket holds n units; otherwise it sleeps exactly as long as the deficit takes to refill.
+    """
+
+    def __init__(self, rate: float, capacity: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.capacity = capacity if capacity is not None else max(1.0, rate)
+        self._level = self.capacity
+        self._stamp = time.monotonic()
+        self._blocked_until = 0.0
+
+    def _refill(self, now: float) -> None:
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        now = time.monotonic()
+        self._refill(now)
+        self._level -= amount  # reserve now (possibly into debt) so later callers queue behind us
+        wait = max(0.0, -self._level / self.rate, self._blocked_until - now)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def refund(self, amount: float) -> None:
+        """Give back what was over-reserved (estimates are corrected after the response)."""
+        self._level = min(self.capacity, self._level + amount)
+
+    def block_for(self, seconds: float) -> None:
+        """Stop handing out capacity for a while (the server said we are out)."""
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+
+def _parse_duration(value: str) -> float | None:
+    """Parse OpenAI-style reset values ('1s', '6m0s', '250ms', '0.5')."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    total, num = 0.0, ""
+    i = 0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    while i < len(value):
+        c = value[i]
+        if c.isdigit() or c == ".":
+            num += c
+            i += 1
+            continue
+        unit = "ms" if value[i : i + 2] == "ms" else c
+        if unit not in units or not num:
+            return None
+        total += float(num) * units[unit]
+        num = ""
+        i += len(unit)
+    return total if not num else None
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute limits for one provider/model."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
+        self.requests = TokenBucket(rpm / 60.0, capacity=max(1.0, rpm / 60.0)) if rpm else None
+        self.tokens = TokenBucket(tpm / 60.0, capacity=tpm / 60.0) if tpm else None
+
+    async def acquire(self, estimated_tokens: int) -> None:
+        if self.requests is not None:
+            await self.requests.acquire(1)
+        if self.tokens is not None:
+            await self.tokens.acquire(estimated_tokens)
+
+    def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
+        if self.tokens is not None and actual_tokens < estimated_tokens:
+            self.tokens.refund(estimated_tokens - actual_tokens)
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Pause when the server reports an exhausted budget (OpenAI and Anthropic headers)."""
+        for remaining_key, reset_key in (
+            ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+            ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+            ("anthropic-ratelimit-requests-remaining", None),
+        ):
+            remaining = headers.get(remaining_key)
+            if remaining is None:
+                continue
+            try:
+                exhausted = float(remaining) <= 0
+            except ValueError:
+                continue
+            if not exhausted:
+                continue
+            delay = _parse_duration(headers.get(reset_key, "1")) if reset_key else 1.0
+            bucket = self.requests or self.tokens
+            if bucket is not None and delay:
+                bucket.block_for(min(delay, 60.0))
