@@ -1,0 +1,1 @@
+"""Loading and checking the seed banks (traits and rules)."""

@@ -1,0 +1,224 @@
+"""The `factory` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from factory.banks.loader import BankError
+from factory.llm.errors import ConfigError, FatalProviderError
+from factory.paths import outputs_dir
+from factory.recipes import STAGES, load_recipe
+from factory.store.db import StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="DynaBench factory: data for dynamic guardian models.")
+console = Console(stderr=True)
+
+DEFAULT_DB = "outputs/factory.duckdb"
+DbOpt = Annotated[Path, typer.Option("--db", help="DuckDB file of the build")]
+
+
+def _db(path: Path) -> Path:
+    if str(path) == DEFAULT_DB:
+        return outputs_dir() / "factory.duckdb"
+    return path
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _run_guarded(fn, *args, **kwargs):  # noqa: ANN001, ANN202
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, BankError, StoreError, FatalProviderError) as exc:
+        _fail(str(exc))
+
+
+def _parse_model_overrides(model: str | None, model_for: list[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    if model:
+        overrides["default"] = model
+    for item in model_for:
+        if "=" not in item:
+            _fail(f"--model-for expects STAGE=provider:model, got {item!r}")
+        stage, spec = item.split("=", 1)
+        if stage not in STAGES:
+            _fail(f"--model-for: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        overrides[stage] = spec
+    return overrides
+
+
+@app.command()
+def build(
+    n: Annotated[int, typer.Option("--n", help="samples wanted in the final dataset, after filtering")],
+    seed: Annotated[int, typer.Option(help="random seed; same seed + same model outputs = same dataset")] = 0,
+    pipeline: Annotated[str, typer.Option(help="recipe name in pipelines/ or a YAML path")] = "dynabench",
+    model: Annotated[str | None, typer.Option(help="provider:model for every stage, e.g. openai:gpt-4o-mini")] = None,
+    model_for: Annotated[list[str], typer.Option(help="STAGE=provider:model, repeatable")] = [],  # noqa: B006
+    db: DbOpt = Path(DEFAULT_DB),
+    progress: Annotated[bool, typer.Option(help="live progress display")] = True,
+) -> None:
+    """Generate N samples into the DuckDB store (resumable: rerun the same command after a crash)."""
+    from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
+    from factory.runner.build import build as run_build
+    from factory.runner.build import resolve_endpoints
+
+    recipe = _run_guarded(load_recipe, pipeline)
+    overrides = _parse_model_overrides(model, model_for)
+    endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
+    specs = {stage: ep.spec for stage, ep in endpoints.items()}
+    console.print(f"pipeline {recipe.name}, seed {seed}, db {_db(db)}")
+    console.print("models: " + ", ".join(f"{k}={v}" for k, v in specs.items()))
+    if any(ep.provider == "local" for ep in endpoints.values()):
+        console.print(f"[bold yellow]WARNING:[/] {NOT_TRAINING_QUALITY}")
+    try:
+        summary = asyncio.run(run_build(_db(db), recipe, n, seed, overrides, progress=progress))
+    except (ConfigError, BankError, StoreError, FatalProviderError) as exc:
+        _fail(str(exc))
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        console.print("interrupted: rerun the same command to resume (nothing paid is lost)")
+        raise typer.Exit(130) from None
+    dropped = ", ".join(f"{k}={v}" for k, v in sorted(summary.dropped.items())) or "none"
+    console.print(f"done: {summary.accepted} samples from {summary.slots} slots in {summary.wall_s:.1f}s; "
+                  f"dropped: {dropped}")
+    console.print(f"LLM: {summary.network_calls} calls paid, {summary.cache_hits} answered from cache, "
+                  f"${summary.cost_usd:.4f} spent this run")
+    if any(ep.provider == "local" for ep in endpoints.values()):
+        console.print(f"[bold yellow]REMINDER:[/] {NOT_TRAINING_QUALITY}")
+
+
+@app.command()
+def status(db: DbOpt = Path(DEFAULT_DB)) -> None:
+    """Where a build stands: samples, drops, calls and cost so far."""
+    from factory.stats.report import status_text
+
+    path = _db(db)
+    if not path.exists():
+        _fail(f"{path} does not exist; run `factory build` first")
+    print(_run_guarded(status_text, path))
+
+
+@app.command()
+def stats(db: DbOpt = Path(DEFAULT_DB),
+          out: Annotated[Path | None, typer.Option(help="folder for the PNG histograms")] = None) -> None:
+    """Dataset statistics: policy size and turns (paper Table 2 / Figure 6), labels, filters, cost."""
+    from factory.stats.report import stats_report
+
+    path = _db(db)
+    if not path.exists():
+        _fail(f"{path} does not exist; run `factory build` first")
+    out = out or path.parent / f"{path.stem}-stats"
+    text = _run_guarded(stats_report, path, out)
+    print(text)
+    console.print(f"plots written to {out}")
+
+
+@app.command("export")
+def export_cmd(out: Annotated[Path, typer.Option(help="output folder")],
+               db: DbOpt = Path(DEFAULT_DB),
+               seed: Annotated[int, typer.Option(help="seed of the split assignment")] = 0,
+               val_frac: Annotated[float, typer.Option(help="validation share")] = 0.05,
+               test_frac: Annotated[float, typer.Option(help="test share")] = 0.05) -> None:
+    """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card."""
+    from factory.export.hf import export
+
+    path = _db(db)
+    if not path.exists():
+        _fail(f"{path} does not exist; run `factory build` first")
+    info = _run_guarded(export, path, out, seed=seed, val_frac=val_frac, test_frac=test_frac)
+    console.print(f"exported {info}")
+
+
+@app.command()
+def push(repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo id, e.g. org/dynabench-mine")],
+         data: Annotated[Path, typer.Option(help="an export folder (factory export --out)")],
+         private: Annotated[bool, typer.Option(help="create the repo private")] = True) -> None:
+    """Push an export to the Hugging Face Hub with its dataset card (token from HF_TOKEN)."""
+    from factory.export.push import push_export
+
+    try:
+        url = push_export(data, repo, private=private)
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"pushed to {url}")
+
+
+banks_app = typer.Typer(no_args_is_help=True, help="Check and grow the seed banks.")
+app.add_typer(banks_app, name="banks")
+
+
+@banks_app.command("check")
+def banks_check(threshold: Annotated[float, typer.Option(help="cosine similarity counted as near duplicate")] = 0.9,
+                root: Annotated[Path | None, typer.Option(help="banks folder")] = None,
+                no_embeddings: Annotated[bool, typer.Option(help="skip the embedding near-duplicate scan")] = False,
+                ) -> None:
+    """Sizes, schema errors, exact and near duplicates; exit 1 when a bank is malformed."""
+    from factory.banks.check import check_banks
+
+    code = check_banks(root, threshold=threshold, embeddings=not no_embeddings)
+    raise typer.Exit(code)
+
+
+@banks_app.command("expand")
+def banks_expand(target: Annotated[int, typer.Option(help="candidates wanted")],
+                 category: Annotated[str | None, typer.Option(help="generic category slug")] = None,
+                 industry: Annotated[str | None, typer.Option(help="industry name or slug")] = None,
+                 model: Annotated[str, typer.Option(help="provider:model (default: auto)")] = "auto",
+                 out: Annotated[Path | None, typer.Option(help="candidates file (JSONL)")] = None,
+                 threshold: Annotated[float, typer.Option(help="near-duplicate cosine threshold")] = 0.9,
+                 seed: int = 0) -> None:
+    """Ask an LLM for new rules from seed rules; deduplicate; write candidates for review (never the bank)."""
+    from factory.banks.expand import expand
+
+    if (category is None) == (industry is None):
+        _fail("give exactly one of --category or --industry")
+    path = _run_guarded(lambda: asyncio.run(expand(category=category, industry=industry, target=target,
+                                                   model=model, out=out, threshold=threshold, seed=seed)))
+    console.print(f"candidates written to {path}; review them, then append the good ones to the bank file")
+
+
+def _mount_training() -> None:
+    """`train` and `eval` import torch/TRL (seconds): load them only when asked for."""
+    wanted = len(sys.argv) > 1 and sys.argv[1] in ("train", "eval") or os.environ.get("FACTORY_LOAD_TRAINING") == "1"
+    if wanted:
+        try:
+            from training.cli import eval_command, train_app
+        except ImportError as exc:
+            missing = str(exc)
+        else:
+            app.add_typer(train_app, name="train", help="Fine-tune a guardian model with TRL (SFT, GRPO, DPO).")
+            app.command("eval", help="Score a model or an LLM provider as a guardian on an export.")(eval_command)
+            return
+    else:
+        missing = ""
+
+    def _placeholder(name: str, help_text: str) -> None:
+        @app.command(name, help=help_text, context_settings={"allow_extra_args": True,
+                                                              "ignore_unknown_options": True})
+        def _cmd() -> None:
+            _fail(f"training is not installed ({missing}); run: pip install torch==2.13.0 && pip install -e '.[train]'")
+
+    _placeholder("train", "Fine-tune a guardian model with TRL (SFT, GRPO, DPO). Needs the train extra.")
+    _placeholder("eval", "Score a model or an LLM provider as a guardian on an export. Needs the train extra.")
+
+
+_mount_training()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,155 @@
+"""Pipeline recipes (pipelines/*.yaml): which model per stage, mixes, laws, filters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factory.llm.config import EndpointConfig, configured_remote
+from factory.llm.errors import ConfigError
+from factory.paths import pipelines_dir
+from factory.stages.sampling import RULES_LAW, TURNS_LAW, SizeLaw
+
+STAGES = ("paraphrase", "persona", "dialogue", "label")
+DYNAMICS = ("normal_comply", "trick_resist", "trick_break", "normal_break")
+LOCAL_SPEC = "local:smollm2-135m"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointLimits(_Strict):
+    concurrency: int | None = Field(default=None, ge=1)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    max_reasks: int | None = Field(default=None, ge=0)
+    strict_schema: bool | None = None
+
+
+class PolicyConfig(_Strict):
+    rules_law: SizeLaw = RULES_LAW
+    industry_share: tuple[float, float] = (0.3, 0.7)
+    max_categories: int = Field(default=4, ge=1)
+
+
+class DialogueConfig(_Strict):
+    turns_law: SizeLaw = TURNS_LAW
+    dynamics: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(DYNAMICS, 0.25))
+    near_miss_rate: float = Field(default=0.25, ge=0, le=1)
+    max_target_rules: int = Field(default=2, ge=1)
+    temperature: float = Field(default=0.9, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> DialogueConfig:
+        unknown = set(self.dynamics) - set(DYNAMICS)
+        if unknown:
+            raise ValueError(f"unknown dynamics {sorted(unknown)}; allowed: {list(DYNAMICS)}")
+        if sum(self.dynamics.values()) <= 0:
+            raise ValueError("dynamics weights must sum to a positive number")
+        return self
+
+
+class LabelConfig(_Strict):
+    ambiguity_threshold: int = Field(default=6, ge=0, le=10)
+    on_intent_disagreement: Literal["keep", "drop"] = "keep"
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+
+class TraceConfig(_Strict):
+    think_fraction: float = Field(default=1 / 3, ge=0, le=1)
+    max_reasoning_chars: int = Field(default=8000, ge=200)
+    max_repeated_sentence_share: float = Field(default=0.3, ge=0, le=1)
+
+
+class FilterConfig(_Strict):
+    near_duplicates: bool = True
+    simhash_max_distance: int = Field(default=3, ge=0, le=16)
+
+
+class Recipe(_Strict):
+    name: str
+    description: str = ""
+    models: dict[str, str] = Field(default_factory=lambda: {"default": "auto"})
+    endpoint_defaults: EndpointLimits = Field(default_factory=EndpointLimits)
+    endpoints: dict[str, EndpointLimits] = Field(default_factory=dict)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    traces: TraceConfig = Field(default_factory=TraceConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    paraphrase_temperature: float = Field(default=0.8, ge=0, le=2)
+    persona_temperature: float = Field(default=1.0, ge=0, le=2)
+    oversample_cap: float = Field(default=3.0, ge=1.0, description="give up after n * cap slots")
+    pricing: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Recipe:
+        unknown = set(self.models) - set(STAGES) - {"default"}
+        if unknown:
+            raise ValueError(f"unknown stage(s) in models: {sorted(unknown)}; stages: {list(STAGES)}")
+        return self
+
+    def model_spec(self, stage: str, overrides: dict[str, str] | None = None) -> str:
+        overrides = overrides or {}
+        return overrides.get(stage) or overrides.get("default") or self.models.get(stage) or \
+            self.models.get("default", "auto")
+
+    def endpoint(self, spec: str) -> EndpointConfig:
+        spec = resolve_auto(spec)
+        cfg = EndpointConfig.parse(spec)
+        limits = self.endpoint_defaults.model_dump(exclude_none=True)
+        limits.update(self.endpoints.get(spec, EndpointLimits()).model_dump(exclude_none=True))
+        return cfg.model_copy(update=limits)
+
+
+def resolve_auto(spec: str) -> str:
+    """'auto': the provider configured in the environment, else the embedded local model."""
+    if spec != "auto":
+        return spec
+    remote = configured_remote()
+    if remote is None:
+        return LOCAL_SPEC
+    if remote.provider == "openai" and not os.environ.get("FACTORY_MODEL") and remote.resolved_base_url():
+        served = _first_served_model(remote)
+        if served:
+            return f"openai:{served}"
+    return remote.spec
+
+
+def _first_served_model(cfg: EndpointConfig) -> str | None:
+    """Ask an OpenAI-compatible server (vLLM, llama.cpp, Ollama) which model it serves."""
+    import openai
+
+    try:
+        client = openai.OpenAI(api_key=cfg.api_key() or "unused", base_url=cfg.resolved_base_url(),
+                               max_retries=1, timeout=10)
+        models = client.models.list()
+        return models.data[0].id if models.data else None
+    except Exception:  # noqa: BLE001 - fall back to the default model name
+        return None
+
+
+def load_recipe(name_or_path: str | None) -> Recipe:
+    name_or_path = name_or_path or "dynabench"
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = pipelines_dir() / f"{name_or_path}.yaml"
+    if not path.exists():
+        available = ", ".join(sorted(p.stem for p in pipelines_dir().glob("*.yaml")))
+        raise ConfigError(f"pipeline {name_or_path!r} not found ({path}); available: {available}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path}: invalid pipeline recipe:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,1 @@
+"""Pipeline stages: policy composition, paraphrase, personas, dialogue, labels, filters, traces."""

@@ -1,0 +1,104 @@
+"""Open the DuckDB file, create the tables, and write rows in Arrow batches.
+
+Row writes are buffered per table and flushed in batches (DuckDB is fast at bulk inserts and slow
+at many tiny ones). Losing a buffer to a crash loses no money: every LLM answer is already in the
+request-cache journal, so a rerun rebuilds the missing rows from the cache without a network call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from factory.llm.cache import RequestCache
+from factory.store.tables import TABLES
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"cannot open {self.path}: {exc} (is another factory process using it?)") from exc
+        self.lock = threading.RLock()
+        self.read_only = read_only
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._columns: dict[str, list[str]] = {}
+        self._schemas: dict[str, pa.Schema] = {}
+        self._last_flush = time.monotonic()
+        if not read_only:
+            for ddl in TABLES.values():
+                self.con.execute(ddl)
+        self._cache: RequestCache | None = None
+
+    @property
+    def cache(self) -> RequestCache:
+        if self._cache is None:
+            self._cache = RequestCache(self.con, self.path.with_suffix(self.path.suffix + ".journal"),
+                                       lock=self.lock)
+        return self._cache
+
+    def columns(self, table: str) -> list[str]:
+        if table not in self._columns:
+            self._columns[table] = [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
+        return self._columns[table]
+
+    # -- buffered writes ---------------------------------------------------------------------
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self._buffers.setdefault(table, []).append(row)
+
+    def maybe_flush(self, every_s: float = 1.0, max_rows: int = 2000) -> None:
+        pending = sum(len(v) for v in self._buffers.values())
+        if pending >= max_rows or (pending and time.monotonic() - self._last_flush >= every_s):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._cache is not None:
+            self._cache.flush()
+        with self.lock:
+            for table, rows in self._buffers.items():
+                if not rows:
+                    continue
+                cols = self.columns(table)
+                arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows],
+                                             schema=self._arrow_schema(table))
+                self.con.register("_batch", arrow)
+                try:
+                    self.con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM _batch"
+                                     if self._has_pk(table) else f"INSERT INTO {table} SELECT * FROM _batch")
+                finally:
+                    self.con.unregister("_batch")
+                rows.clear()
+        self._last_flush = time.monotonic()
+
+    def _has_pk(self, table: str) -> bool:
+        return "PRIMARY KEY" in TABLES[table]
+
+    def _arrow_schema(self, table: str) -> pa.Schema:
+        if table not in self._schemas:
+            self._schemas[table] = self.con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+        return self._schemas[table]
+
+    # -- reads -------------------------------------------------------------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with self.lock:
+            return self.con.execute(sql, params or []).fetchall()
+
+    def close(self) -> None:
+        if not self.read_only:
+            self.flush()
+            if self._cache is not None:
+                self._cache.close()
+            self.con.execute("CHECKPOINT")
+        self.con.close()

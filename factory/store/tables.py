@@ -1,0 +1,53 @@
+"""DDL of every table the factory writes. ARCHITECTURE.md documents them for SQL users."""
+
+TABLES: dict[str, str] = {
+    "runs": """
+        CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR, started_at DOUBLE, seed BIGINT, n_target BIGINT, pipeline VARCHAR,
+            config_json VARCHAR, status VARCHAR, finished_at DOUBLE)""",
+    "policies": """
+        CREATE TABLE IF NOT EXISTS policies (
+            slot BIGINT PRIMARY KEY, policy_id VARCHAR, industry VARCHAR, rule_ids VARCHAR[],
+            rule_sources VARCHAR[], rule_groups VARCHAR[], rules VARCHAR[], num_rules INTEGER)""",
+    "paraphrases": """
+        CREATE TABLE IF NOT EXISTS paraphrases (
+            slot BIGINT PRIMARY KEY, policy_id VARCHAR, rules VARCHAR[], model VARCHAR,
+            prompt_hash VARCHAR, call_key VARCHAR)""",
+    "personas": """
+        CREATE TABLE IF NOT EXISTS personas (
+            slot BIGINT PRIMARY KEY, user_persona VARCHAR, user_traits_json VARCHAR,
+            agent_name VARCHAR, company VARCHAR, agent_persona VARCHAR, agent_traits_json VARCHAR,
+            model VARCHAR, prompt_hash VARCHAR, call_key VARCHAR)""",
+    "dialogues": """
+        CREATE TABLE IF NOT EXISTS dialogues (
+            slot BIGINT PRIMARY KEY, sample_id VARCHAR, dynamic VARCHAR, near_miss BOOLEAN,
+            target_rules INTEGER[], num_turns INTEGER, scenario VARCHAR, turns_json VARCHAR,
+            model VARCHAR, prompt_hash VARCHAR, call_key VARCHAR)""",
+    "rule_labels": """
+        CREATE TABLE IF NOT EXISTS rule_labels (
+            slot BIGINT, rule_index INTEGER, label VARCHAR, ambiguity INTEGER, violated_turns INTEGER[],
+            discussion VARCHAR, explanation VARCHAR, turns_json VARCHAR, model VARCHAR,
+            prompt_hash VARCHAR, call_key VARCHAR, PRIMARY KEY (slot, rule_index))""",
+    "traces": """
+        CREATE TABLE IF NOT EXISTS traces (
+            slot BIGINT PRIMARY KEY, mode VARCHAR, reasoning VARCHAR, explanation VARCHAR,
+            quality_flags VARCHAR[])""",
+    "filter_log": """
+        CREATE TABLE IF NOT EXISTS filter_log (
+            slot BIGINT, stage VARCHAR, reason VARCHAR, detail VARCHAR, dropped BOOLEAN)""",
+    "samples": """
+        CREATE TABLE IF NOT EXISTS samples (
+            slot BIGINT PRIMARY KEY, sample_id VARCHAR, policy_id VARCHAR, industry VARCHAR,
+            policy VARCHAR, transcript VARCHAR, label VARCHAR, rules VARCHAR[], turns_json VARCHAR,
+            rule_labels_json VARCHAR, violated_rules INTEGER[], explanation VARCHAR, reasoning VARCHAR,
+            trace_mode VARCHAR, dynamic VARCHAR, near_miss BOOLEAN, intended_label VARCHAR,
+            agrees_with_intent BOOLEAN, num_rules INTEGER, num_turns INTEGER, max_ambiguity INTEGER,
+            user_persona VARCHAR, agent_persona VARCHAR, models_json VARCHAR)""",
+    "slot_status": """
+        CREATE TABLE IF NOT EXISTS slot_status (
+            slot BIGINT PRIMARY KEY, status VARCHAR, reason VARCHAR)""",
+    "llm_failures": """
+        CREATE TABLE IF NOT EXISTS llm_failures (
+            failed_at DOUBLE, slot BIGINT, key VARCHAR, stage VARCHAR, provider VARCHAR, model VARCHAR,
+            error VARCHAR, raw_text VARCHAR, attempts INTEGER)""",
+}
