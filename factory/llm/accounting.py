@@ -44,4 +44,5 @@ class Accounting:
             for name in ("calls", "network_calls", "cache_hits", "retries", "reasks", "failures",
                          "input_tokens", "output_tokens", "cost_usd", "cost_cached_usd"):
                 setattr(agg, name, getattr(agg, name) + getattr(c, name))
+            agg.unpriced = agg.unpriced or c.unpriced
         return agg

@@ -32,14 +32,18 @@ class AnthropicProvider(Provider):
         model = self.config.model
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         convo = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+        # anthropic>=1.0 dropped the sampling keyword arguments (temperature, top_p) from
+        # messages.create(); its migration guide sends them through extra_body, which leaves the
+        # wire payload unchanged and works with 0.x too.
+        sampling: dict[str, Any] = {"temperature": params.temperature}
+        if params.top_p is not None:
+            sampling["top_p"] = params.top_p
         kwargs: dict[str, Any] = {
             "model": model, "max_tokens": params.max_tokens, "messages": convo,
-            "temperature": params.temperature,
+            "extra_body": sampling,
         }
         if system:
             kwargs["system"] = system
-        if params.top_p is not None:
-            kwargs["top_p"] = params.top_p
         if params.stop:
             kwargs["stop_sequences"] = list(params.stop)
         if schema is not None:

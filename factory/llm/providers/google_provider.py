@@ -83,6 +83,10 @@ class GoogleProvider(Provider):
         return RawCompletion(text=text, finish_reason=finish, usage=usage,
                              model=resp.model_version or model, response_id=resp.response_id or ""), headers
 
+    async def aclose(self) -> None:
+        # Without this the SDK's aiohttp session (and its sockets) outlive LLMClient.aclose().
+        await self.client.aio.aclose()
+
 
 def _headers(exc: genai_errors.APIError) -> dict[str, str]:
     response = getattr(exc, "response", None)

@@ -66,6 +66,33 @@ def _load(model: str) -> Any:
         return _MODELS[model]
 
 
+# llama.cpp expands maxLength into nested optional rules; long limits make deep grammars that crash
+# the sampler. Free text from a 135M model is short anyway, so strings are capped for this provider.
+LOCAL_MAX_STRING = 120
+_GRAMMARS: dict[type[BaseModel], Any] = {}
+
+
+def _capped(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _capped(v) for k, v in node.items()}
+        if out.get("type") == "string":
+            out["maxLength"] = min(int(out.get("maxLength", LOCAL_MAX_STRING)), LOCAL_MAX_STRING)
+        return out
+    if isinstance(node, list):
+        return [_capped(v) for v in node]
+    return node
+
+
+def _grammar(schema: type[BaseModel]) -> Any:
+    if schema not in _GRAMMARS:
+        import json
+
+        from llama_cpp import LlamaGrammar
+
+        _GRAMMARS[schema] = LlamaGrammar.from_json_schema(json.dumps(_capped(json_schema(schema))), verbose=False)
+    return _GRAMMARS[schema]
+
+
 class LocalProvider(Provider):
     name = "local"
 
@@ -87,7 +114,7 @@ class LocalProvider(Provider):
         if params.stop:
             kwargs["stop"] = list(params.stop)
         if schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": json_schema(schema)}
+            kwargs["grammar"] = _grammar(schema)
         with _GEN_LOCK:
             out = self._llm.create_chat_completion(**kwargs)
         choice = out["choices"][0]
