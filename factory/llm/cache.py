@@ -64,10 +64,15 @@ class RequestCache:
             self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
         self._pending: dict[str, dict[str, Any]] = {}
         self._fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._flushed = False
         self.hits = 0
         self.misses = 0
 
     # -- lookups ---------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     def __contains__(self, key: str) -> bool:
         return key in self._keys or key in self._pending
 
@@ -108,15 +113,23 @@ class RequestCache:
         if len(self._pending) >= self.flush_every:
             self.flush()
 
-    def flush(self) -> None:
-        """Move pending entries into DuckDB, then truncate the journal."""
+    def flush(self, commit: bool = True) -> None:
+        """Move pending entries into DuckDB. With commit=False the caller owns the transaction
+        and must call after_commit() once it has committed (the journal is truncated only then)."""
         if not self._pending:
             return
-        rows = list(self._pending.values())
-        self._insert(rows)
+        self._insert(list(self._pending.values()))
+        self._flushed = True
+        if commit:
+            self.after_commit()
+
+    def after_commit(self) -> None:
+        if not self._flushed:
+            return
         self._keys.update(self._pending.keys())
         self._pending.clear()
         os.ftruncate(self._fd, 0)
+        self._flushed = False
 
     def close(self) -> None:
         self.flush()

@@ -10,6 +10,7 @@ Memory: at most `window` slots in flight and at most `4 * window` finished slots
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -137,7 +138,10 @@ async def build(db: Path, recipe: Recipe, n: int, seed: int, model_overrides: di
     committer = Committer(ctx, n)
     committer.restore()
     start = time.monotonic()
-    window = max(8, 2 * max(ep.concurrency if ep.provider != "local" else 1 for ep in endpoints.values()))
+    # Enough slots in flight to keep every endpoint busy, but not many more than a small build needs:
+    # a slot started beyond the N-th accepted one is paid for and then thrown away.
+    busy = 2 * max(ep.concurrency if ep.provider != "local" else 1 for ep in endpoints.values())
+    window = max(2, min(busy, math.ceil(n * 1.2) + 2))
     max_slots = int(n * recipe.oversample_cap) + 50
     display = Progress(ctx, committer, n, enabled=progress)
     next_slot = committer.cursor

@@ -45,8 +45,9 @@ class Store:
     @property
     def cache(self) -> RequestCache:
         if self._cache is None:
+            # The store decides when to flush (one transaction for cache and tables together).
             self._cache = RequestCache(self.con, self.path.with_suffix(self.path.suffix + ".journal"),
-                                       lock=self.lock)
+                                       lock=self.lock, flush_every=1 << 30)
         return self._cache
 
     def columns(self, table: str) -> list[str]:
@@ -59,27 +60,38 @@ class Store:
         self._buffers.setdefault(table, []).append(row)
 
     def maybe_flush(self, every_s: float = 1.0, max_rows: int = 2000) -> None:
-        pending = sum(len(v) for v in self._buffers.values())
+        pending = sum(len(v) for v in self._buffers.values()) + (self._cache.pending if self._cache else 0)
         if pending >= max_rows or (pending and time.monotonic() - self._last_flush >= every_s):
             self.flush()
 
     def flush(self) -> None:
-        if self._cache is not None:
-            self._cache.flush()
+        """Write every buffered row (and the cache's pending entries) in one transaction:
+        one commit per flush instead of one per table keeps DuckDB's WAL syncs rare."""
         with self.lock:
-            for table, rows in self._buffers.items():
-                if not rows:
-                    continue
-                cols = self.columns(table)
-                arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows],
-                                             schema=self._arrow_schema(table))
-                self.con.register("_batch", arrow)
-                try:
-                    self.con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM _batch"
-                                     if self._has_pk(table) else f"INSERT INTO {table} SELECT * FROM _batch")
-                finally:
-                    self.con.unregister("_batch")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                if self._cache is not None:
+                    self._cache.flush(commit=False)
+                for table, rows in self._buffers.items():
+                    if not rows:
+                        continue
+                    cols = self.columns(table)
+                    arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows],
+                                                 schema=self._arrow_schema(table))
+                    self.con.register("_batch", arrow)
+                    try:
+                        verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
+                        self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch")
+                    finally:
+                        self.con.unregister("_batch")
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            for rows in self._buffers.values():
                 rows.clear()
+            if self._cache is not None:
+                self._cache.after_commit()
         self._last_flush = time.monotonic()
 
     def _has_pk(self, table: str) -> bool:

@@ -28,6 +28,15 @@ Failures are injected through a control API that is not part of any provider pro
   request body must contain), ``provider`` (``openai``/``anthropic``/``gemini``), ``times``
   (enqueue that many copies), ``retry_after`` (rate_limit), ``seconds`` (hang), ``message``.
 * ``GET /_fake/stats`` returns counters; ``POST /_fake/reset`` clears counters and the queue.
+  ``requests`` counts generation requests only (not ``GET /v1/models`` nor ``/_fake/``);
+  ``repeated_bodies`` counts requests whose canonical JSON body (endpoint, model, messages, params)
+  had been seen before.
+
+Per request the server decides, in this order: a missing/wrong key (``require_key``) => 401; the
+server-side limiter (``rate_limit``) => 429; the next applicable scripted fault (popped only by
+requests that got past the first two); the ``fail_rate`` coin => 500. It then sleeps ``latency``
+and answers. OpenAI function tools forced through ``tool_choice`` (a named function or
+``"required"``) get a ``tool_calls`` answer whose arguments fit the function's ``parameters``.
 
 Server-wide options (constructor arguments of :class:`FakeLLMServer` and CLI flags): ``latency``,
 ``rate_limit`` (requests/s, 0 = off), ``fail_rate`` + ``fail_seed`` (random 500s), ``require_key``.
@@ -62,9 +71,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 __all__ = [
     "FAULT_KINDS",
+    "MALFORMED_TEXT",
     "FakeLLMServer",
     "FakeServerProcess",
     "SchemaError",
@@ -184,8 +195,10 @@ def _as_float(v: Any) -> float | None:
 
 
 _FORMATS: dict[str, Callable[[random.Random], str]] = {
-    "date-time": lambda r: f"2024-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T"
-    f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z",
+    "date-time": lambda r: (
+        f"2024-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T"
+        f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z"
+    ),
     "date": lambda r: f"2024-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
     "time": lambda r: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}",
     "email": lambda r: f"{_WORDS[r.randrange(_NWORDS)]}.{_WORDS[r.randrange(_NWORDS)]}@example.com",
@@ -193,8 +206,10 @@ _FORMATS: dict[str, Callable[[random.Random], str]] = {
     "url": lambda r: f"https://example.com/{_WORDS[r.randrange(_NWORDS)]}",
     "hostname": lambda r: f"{_WORDS[r.randrange(_NWORDS)]}.example.com",
     "ipv4": lambda r: f"10.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}",
-    "uuid": lambda r: "%08x-%04x-4%03x-%04x-%012x"
-    % (r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), 0x8000 | r.getrandbits(14), r.getrandbits(48)),
+    "uuid": lambda r: (
+        f"{r.getrandbits(32):08x}-{r.getrandbits(16):04x}-4{r.getrandbits(12):03x}-"
+        f"{0x8000 | r.getrandbits(14):04x}-{r.getrandbits(48):012x}"
+    ),
     "duration": lambda r: f"PT{r.randint(1, 59)}M",
 }
 
@@ -810,6 +825,7 @@ class _Fault:
 
 
 _JSON = "application/json"
+_MAX_BODY = 64 * 1024 * 1024
 
 
 def _rfc3339(t: float) -> str:
@@ -861,7 +877,7 @@ class FakeLLMServer:
         self._faults: collections.deque[_Fault] = collections.deque()
         self._requests = 0
         self._by_endpoint: dict[str, int] = {}
-        self._seen: set[bytes] = set()
+        self._seen: set[int] = set()
         self._repeated = 0
         self._faults_applied = 0
         self._by_fault: dict[str, int] = {}
@@ -907,17 +923,22 @@ class FakeLLMServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> str:
-        from aiohttp import web
-
         self._closing = asyncio.Event()
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        loop = asyncio.get_running_loop()
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=_MAX_BODY)
+
+        server = web.Server(
+            self._handle, request_factory=make_request, handler_cancellation=True, access_log=None
+        )
         self._runner = web.ServerRunner(server, shutdown_timeout=0.5)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, backlog=2048, shutdown_timeout=0.5)
+        site = web.SockSite(self._runner, sock, backlog=2048)
         await site.start()
         return self.url
 
@@ -942,8 +963,6 @@ class FakeLLMServer:
 
     @staticmethod
     def _reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        from aiohttp import web
-
         h = {"Content-Type": _JSON}
         if headers:
             h.update(headers)
@@ -1034,7 +1053,10 @@ class FakeLLMServer:
     # -- per-provider errors -------------------------------------------------------------------
     def _error(self, provider: str, status: int, message: str, retry_after: float | None = None) -> Any:
         rid = self._next_id()
-        headers: dict[str, str] = {}
+        rem_req, rem_tok = self._account(0)
+        if status == 429:
+            rem_req = rem_tok = 0
+        headers = self._ratelimit_headers(provider, rem_req, rem_tok)
         if retry_after is not None:
             ra = f"{retry_after:g}" if retry_after < 1e6 else str(int(retry_after))
             headers["Retry-After"] = ra
@@ -1057,7 +1079,11 @@ class FakeLLMServer:
                 529: "overloaded_error",
             }.get(status, "api_error")
             headers["request-id"] = f"req_{rid}"
-            payload = {"type": "error", "error": {"type": etype, "message": message}, "request_id": f"req_{rid}"}
+            payload = {
+                "type": "error",
+                "error": {"type": etype, "message": message},
+                "request_id": f"req_{rid}",
+            }
         else:
             gstatus = {
                 429: "RESOURCE_EXHAUSTED",
@@ -1074,7 +1100,9 @@ class FakeLLMServer:
         return self._reply(status, payload, headers)
 
     # -- the provider request path -------------------------------------------------------------
-    async def _provider(self, request: Any, provider: str, endpoint: str, path_model: str | None, query: str) -> Any:
+    async def _provider(
+        self, request: Any, provider: str, endpoint: str, path_model: str | None, query: str
+    ) -> Any:
         raw = await request.read()
         self._requests += 1
         self._by_endpoint[endpoint] = self._by_endpoint.get(endpoint, 0) + 1
@@ -1085,7 +1113,7 @@ class FakeLLMServer:
         if not isinstance(body, dict):
             return self._error(provider, 400, "fake server: request body is not a JSON object")
         canon = orjson.dumps([endpoint, path_model, body], option=orjson.OPT_SORT_KEYS)
-        digest = hashlib.blake2b(canon, digest_size=16).digest()
+        digest = hash(canon)  # 64-bit SipHash: enough to tell bodies apart within one process
         if digest in self._seen:
             self._repeated += 1
         else:
@@ -1111,7 +1139,12 @@ class FakeLLMServer:
             if fault is not None:
                 self._faults_applied += 1
                 self._by_fault[fault.kind] = self._by_fault.get(fault.kind, 0) + 1
-        if outcome is None and fault is None and self.fail_rate > 0.0 and self._fail_rng.random() < self.fail_rate:
+        if (
+            outcome is None
+            and fault is None
+            and self.fail_rate > 0.0
+            and self._fail_rng.random() < self.fail_rate
+        ):
             self._random_failures += 1
             outcome = (500, "fake server: random failure (--fail-rate)", None)
 
@@ -1157,6 +1190,28 @@ class FakeLLMServer:
             max(0, self.tokens_limit - self._win_tokens),
         )
 
+    def _ratelimit_headers(self, provider: str, rem_req: int, rem_tok: int) -> dict[str, str]:
+        if provider == "openai":
+            return {
+                "x-ratelimit-limit-requests": str(self.requests_limit),
+                "x-ratelimit-remaining-requests": str(rem_req),
+                "x-ratelimit-limit-tokens": str(self.tokens_limit),
+                "x-ratelimit-remaining-tokens": str(rem_tok),
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-reset-tokens": "1s",
+            }
+        if provider == "anthropic":
+            reset = _rfc3339((self._win + 1) * 60)
+            return {
+                "anthropic-ratelimit-requests-limit": str(self.requests_limit),
+                "anthropic-ratelimit-requests-remaining": str(rem_req),
+                "anthropic-ratelimit-requests-reset": reset,
+                "anthropic-ratelimit-tokens-limit": str(self.tokens_limit),
+                "anthropic-ratelimit-tokens-remaining": str(rem_tok),
+                "anthropic-ratelimit-tokens-reset": reset,
+            }
+        return {}
+
     # -- OpenAI ----------------------------------------------------------------------------------
     def _openai(self, body: dict, fault: str | None) -> Any:
         model = body.get("model") or "gpt-fake"
@@ -1175,7 +1230,9 @@ class FakeLLMServer:
         tools = body.get("tools") or []
         if tools and isinstance(tc, dict) and tc.get("type") == "function":
             name = (tc.get("function") or {}).get("name")
-            tool = next((t.get("function") for t in tools if (t.get("function") or {}).get("name") == name), None)
+            tool = next(
+                (t.get("function") for t in tools if (t.get("function") or {}).get("name") == name), None
+            )
         elif tools and tc == "required":
             tool = tools[0].get("function")
         n = body.get("n") or 1
@@ -1207,7 +1264,12 @@ class FakeLLMServer:
                 out_chars += len(text)
                 message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
             choices.append(
-                {"index": i, "message": message, "logprobs": None, "finish_reason": "length" if truncated else "stop"}
+                {
+                    "index": i,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "length" if truncated else "stop",
+                }
             )
         prompt_tokens = _ntokens(len(orjson.dumps(messages)))
         completion_tokens = _ntokens(out_chars)
@@ -1219,18 +1281,15 @@ class FakeLLMServer:
             "created": int(time.time()),
             "model": model,
             "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": total},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": total,
+            },
             "system_fingerprint": "fp_fake",
         }
-        headers = {
-            "x-ratelimit-limit-requests": str(self.requests_limit),
-            "x-ratelimit-remaining-requests": str(rem_req),
-            "x-ratelimit-limit-tokens": str(self.tokens_limit),
-            "x-ratelimit-remaining-tokens": str(rem_tok),
-            "x-ratelimit-reset-requests": "1s",
-            "x-ratelimit-reset-tokens": "1s",
-            "x-request-id": f"req_{self._next_id()}",
-        }
+        headers = self._ratelimit_headers("openai", rem_req, rem_tok)
+        headers["x-request-id"] = f"req_{self._next_id()}"
         return self._reply(200, payload, headers)
 
     # -- Anthropic -------------------------------------------------------------------------------
@@ -1255,7 +1314,12 @@ class FakeLLMServer:
         if tool is not None:
             inp, truncated = _answer_tool_input(tool.get("input_schema"), rng, fault)
             content: list[dict[str, Any]] = [
-                {"type": "tool_use", "id": f"toolu_{self._next_id()[:24]}", "name": tool.get("name"), "input": inp}
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{self._next_id()[:24]}",
+                    "name": tool.get("name"),
+                    "input": inp,
+                }
             ]
             out_chars = len(orjson.dumps(inp))
             stop = "max_tokens" if truncated else "tool_use"
@@ -1278,16 +1342,8 @@ class FakeLLMServer:
             "stop_sequence": None,
             "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
         }
-        reset = _rfc3339((self._win + 1) * 60)
-        headers = {
-            "request-id": f"req_{rid}",
-            "anthropic-ratelimit-requests-limit": str(self.requests_limit),
-            "anthropic-ratelimit-requests-remaining": str(rem_req),
-            "anthropic-ratelimit-requests-reset": reset,
-            "anthropic-ratelimit-tokens-limit": str(self.tokens_limit),
-            "anthropic-ratelimit-tokens-remaining": str(rem_tok),
-            "anthropic-ratelimit-tokens-reset": reset,
-        }
+        headers = self._ratelimit_headers("anthropic", rem_req, rem_tok)
+        headers["request-id"] = f"req_{rid}"
         return self._reply(200, payload, headers)
 
     # -- Gemini ----------------------------------------------------------------------------------
@@ -1403,9 +1459,13 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 class FakeServerProcess:
     """Runs the fake server in a subprocess; a context manager that never leaks the process.
 
-    >>> with FakeServerProcess(latency=0.01) as srv:
-    ...     srv.script([{"kind": "rate_limit", "retry_after": 1}])
-    ...     client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x")
+    Example::
+
+        with FakeServerProcess(latency=0.01) as srv:
+            srv.script([{"kind": "rate_limit", "retry_after": 1}])
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x")
+            ...
+            assert srv.stats()["faults_applied"] == 1
     """
 
     def __init__(
@@ -1470,7 +1530,9 @@ class FakeServerProcess:
                     line = self._lines.get(timeout=min(left, 0.5))
                 except queue.Empty:
                     if self.proc.poll() is not None:
-                        raise RuntimeError(f"fake LLM server exited early with code {self.proc.returncode}") from None
+                        raise RuntimeError(
+                            f"fake LLM server exited early with code {self.proc.returncode}"
+                        ) from None
                     continue
                 if line is None:
                     raise RuntimeError(f"fake LLM server exited early with code {self.proc.wait()}")
@@ -1533,7 +1595,9 @@ class FakeServerProcess:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return orjson.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            raise ValueError(f"fake server rejected {method} {path}: {exc.read().decode(errors='replace')}") from exc
+            raise ValueError(
+                f"fake server rejected {method} {path}: {exc.read().decode(errors='replace')}"
+            ) from exc
 
     def script(self, faults: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> int:
         """Queue faults (a list of fault objects, or one); returns the queue length."""

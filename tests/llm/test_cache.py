@@ -1,0 +1,222 @@
+"""The persistent request cache (DuckDB + journal) through LLMClient and on its own."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from factory.llm.cache import RequestCache
+from factory.llm.fingerprint import request_key
+from factory.llm.pricing import Price, PriceTable
+from factory.llm.types import GenParams, RawCompletion, Usage
+from factory.store.db import Store
+from tests.llm.helpers import MODELS, PROVIDERS, Verdict, request
+
+PRICES = PriceTable({m: Price(input=1000.0, output=3000.0) for m in MODELS.values()})
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Open Stores, closed at teardown (a test may close some itself)."""
+    opened: list[Store] = []
+
+    def open_store(path: Path) -> Store:
+        store = Store(path)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        try:
+            store.close()
+        except Exception:  # already closed by the test
+            pass
+
+
+def _journal(db: Path) -> Path:
+    return db.with_suffix(db.suffix + ".journal")
+
+
+def _put(cache: RequestCache, key: str, text: str, tokens: tuple[int, int] = (3, 4)) -> None:
+    cache.put(key, provider="openai", model="m", stage="s", prompt_hash="ph", request_json="[]",
+              completion=RawCompletion(text=text, finish_reason="stop", model="m-2025",
+                                       usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1])),
+              cost_usd=0.5, latency_s=0.1)
+
+
+def _copy_crashed(src: Path, dst_dir: Path) -> Path:
+    """Copy a live database as a crash would leave it: the DB file, its WAL and the journal."""
+    dst_dir.mkdir()
+    dst = dst_dir / src.name
+    for suffix in ("", ".wal", ".journal"):
+        p = Path(str(src) + suffix)
+        if p.exists():
+            shutil.copyfile(p, Path(str(dst) + suffix))
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------
+# through the client
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_second_identical_request_is_a_cache_hit(provider, server, make_cfg, make_client, stores, tmp_path):
+    store = stores(tmp_path / "f.duckdb")
+    client = make_client(cache=store.cache, prices=PRICES)
+    cfg = make_cfg(provider)
+    first = await client.complete(cfg, request())
+    assert not first.cached and server.stats()["requests"] == 1
+    second = await client.complete(cfg, request())
+    assert second.cached
+    assert server.stats()["requests"] == 1  # no new request
+    assert (second.text, second.parsed, second.key) == (first.text, first.parsed, first.key)
+    assert isinstance(second.parsed, Verdict)
+    assert second.usage == first.usage
+    c = client.accounting.counter("t", f"{provider}:{MODELS[provider]}")
+    assert (c.network_calls, c.cache_hits, c.calls) == (1, 1, 2)
+    assert c.cost_usd == pytest.approx(first.cost_usd)
+    assert c.cost_cached_usd == pytest.approx(first.cost_usd) and c.cost_cached_usd > 0
+    # a distinct sample of the same request is a different key, so it is paid for
+    third = await client.complete(cfg, request(variant="sample-2"))
+    assert not third.cached and third.key != first.key
+    assert server.stats()["requests"] == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_cache_hits_after_reopening_the_store(provider, server, make_cfg, make_client, stores, tmp_path):
+    db = tmp_path / "f.duckdb"
+    store = stores(db)
+    client = make_client(cache=store.cache)
+    first = await client.complete(make_cfg(provider), request())
+    await client.aclose()
+    store.close()
+    assert _journal(db).stat().st_size == 0  # folded into DuckDB on close
+
+    reopened = stores(db)
+    client2 = make_client(cache=reopened.cache)
+    again = await client2.complete(make_cfg(provider), request())
+    assert again.cached and again.text == first.text and again.parsed == first.parsed
+    assert server.stats()["requests"] == 1
+    row = reopened.query("SELECT provider, model, stage, text FROM llm_calls WHERE key = ?", [first.key])
+    assert row == [(provider, MODELS[provider], "t", first.text)]
+
+
+async def test_reask_conversation_is_replayed_from_cache(server, make_cfg, make_client, stores, tmp_path):
+    server.script([{"kind": "malformed"}])
+    store = stores(tmp_path / "f.duckdb")
+    client = make_client(cache=store.cache)
+    first = await client.complete(make_cfg("openai"), request())
+    assert first.attempts == 2 and server.stats()["requests"] == 2
+    second = await make_client(cache=store.cache).complete(make_cfg("openai"), request())
+    assert second.cached and second.attempts == 2 and second.parsed == first.parsed
+    assert server.stats()["requests"] == 2
+
+
+async def test_no_cache_means_every_call_is_paid(server, make_cfg, make_client):
+    client = make_client(cache=None)
+    a = await client.complete(make_cfg("openai"), request())
+    b = await client.complete(make_cfg("openai"), request())
+    assert not a.cached and not b.cached and a.key == b.key
+    assert server.stats()["requests"] == 2
+
+
+async def test_client_request_survives_a_crash(server, make_cfg, make_client, stores, tmp_path):
+    """A paid answer is in the journal the moment complete() returns: a copy taken then replays it."""
+    db = tmp_path / "live" / "f.duckdb"
+    store = stores(db)
+    first = await make_client(cache=store.cache).complete(make_cfg("openai"), request())
+    assert _journal(db).stat().st_size > 0  # not flushed yet
+    crashed = _copy_crashed(db, tmp_path / "crashed")
+    recovered = stores(crashed)
+    again = await make_client(cache=recovered.cache).complete(make_cfg("openai"), request())
+    assert again.cached and again.text == first.text
+    assert server.stats()["requests"] == 1
+
+
+async def test_client_reports_the_fingerprint_as_the_response_key(server, make_cfg, make_client):
+    req = request(params=GenParams(temperature=0.2, seed=7))
+    resp = await make_client().complete(make_cfg("openai"), req)
+    assert resp.key == request_key("openai", "gpt-fake", req)
+
+
+# ------------------------------------------------------------------------------------------------
+# the cache on its own
+# ------------------------------------------------------------------------------------------------
+
+
+def test_unflushed_entries_are_replayed_from_the_journal(stores, tmp_path):
+    db = tmp_path / "live" / "f.duckdb"
+    store = stores(db)
+    cache = store.cache
+    for i in range(3):
+        _put(cache, f"k{i}", f"text {i}", tokens=(i, 10 + i))
+    assert "k1" in cache and cache.get("k1").text == "text 1"  # served from the pending buffer
+    assert store.query("SELECT count(*) FROM llm_calls") == [(0,)]  # nothing in DuckDB yet
+    assert len(_journal(db).read_bytes().splitlines()) == 3
+
+    # simulate a kill: copy the files while the store is still open (no flush, no close)
+    crashed = _copy_crashed(db, tmp_path / "crashed")
+    with open(_journal(crashed), "ab") as fh:  # plus a torn write at the tail
+        fh.write(b'{"key": "k9", "provider": "ope')
+
+    recovered = stores(crashed)
+    rcache = recovered.cache
+    assert recovered.query("SELECT count(*) FROM llm_calls") == [(3,)]
+    assert _journal(crashed).stat().st_size == 0  # folded in and truncated
+    for i in range(3):
+        raw = rcache.get(f"k{i}")
+        assert raw is not None
+        assert (raw.text, raw.finish_reason, raw.model) == (f"text {i}", "stop", "m-2025")
+        assert (raw.usage.input_tokens, raw.usage.output_tokens) == (i, 10 + i)
+    assert "k9" not in rcache and rcache.get("k9") is None
+    row = recovered.query("SELECT provider, model, stage, prompt_hash, cost_usd FROM llm_calls WHERE key='k0'")
+    assert row == [("openai", "m", "s", "ph", 0.5)]
+
+
+def test_flush_moves_the_journal_into_duckdb(stores, tmp_path):
+    db = tmp_path / "f.duckdb"
+    store = stores(db)
+    cache = store.cache
+    _put(cache, "a", "alpha")
+    _put(cache, "a", "alpha again")  # same key: the later entry wins in the buffer
+    cache.flush()
+    assert _journal(db).stat().st_size == 0
+    assert store.query("SELECT text FROM llm_calls WHERE key='a'") == [("alpha again",)]
+    assert cache.get("a").text == "alpha again"
+    assert cache.get("missing") is None
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_flush_every_bounds_the_pending_buffer(stores, tmp_path):
+    db = tmp_path / "f.duckdb"
+    store = stores(db)
+    cache = RequestCache(store.con, _journal(db), flush_every=2, lock=store.lock)
+    _put(cache, "x", "1")
+    assert store.query("SELECT count(*) FROM llm_calls") == [(0,)]
+    _put(cache, "y", "2")
+    assert store.query("SELECT count(*) FROM llm_calls") == [(2,)]
+    assert _journal(db).stat().st_size == 0
+    cache.close()
+
+
+def test_journal_lines_are_complete_json_rows(stores, tmp_path):
+    db = tmp_path / "f.duckdb"
+    store = stores(db)
+    _put(store.cache, "k", 'quote " and newline \n inside')
+    lines = _journal(db).read_bytes().splitlines()
+    assert len(lines) == 1
+    row = orjson.loads(lines[0])
+    assert row["key"] == "k" and row["text"] == 'quote " and newline \n inside'
+
+
+def test_params_are_part_of_the_cached_identity(stores, tmp_path):
+    # different generation parameters must never be answered from each other's cache entry
+    a = request_key("openai", "m", request(params=GenParams(temperature=0.0)))
+    b = request_key("openai", "m", request(params=GenParams(temperature=1.0)))
+    cache = stores(tmp_path / "f.duckdb").cache
+    _put(cache, a, "cold")
+    assert cache.get(b) is None and cache.get(a).text == "cold"
