@@ -258,6 +258,7 @@ def eval_command(
 ) -> None:
     """Score a guardian on an export split: F1/recall/precision/FPR/accuracy (FAIL = positive),
     unparseable rate, per-slice tables and plots."""
+    import training.provider_predictor  # noqa: F401  (registers openai:/anthropic:/google:/local: models)
     from training.data import ExportError, load_split
     from training.evaluate import evaluate, make_predictor, save_report
 

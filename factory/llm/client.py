@@ -100,10 +100,11 @@ class LLMClient:
         self.prices = prices or PriceTable()
         self.accounting = Accounting()
         self.failure_sink = failure_sink
-        self._endpoints: dict[tuple[str, str, str | None], Endpoint] = {}
+        self._endpoints: dict[str, Endpoint] = {}
 
     def endpoint(self, config: EndpointConfig) -> Endpoint:
-        key = (config.provider, config.model, config.resolved_base_url())
+        """One Endpoint (SDK client, semaphore, limiter) per distinct configuration."""
+        key = f"{config.model_dump_json()}|{config.resolved_base_url()}"
         ep = self._endpoints.get(key)
         if ep is None:
             ep = self._endpoints[key] = Endpoint(config)
@@ -135,7 +136,7 @@ class LLMClient:
             price_cost: float
             if raw is not None:
                 counter.cache_hits += 1
-                price_cost = self.prices.cost(raw.model or config.model, raw.usage)
+                price_cost = self.prices.cost(config.model, raw.usage)
                 counter.cost_cached_usd += price_cost
             else:
                 all_cached = False

@@ -73,7 +73,9 @@ class RateLimiter:
     """Requests-per-minute and tokens-per-minute limits for one provider/model."""
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
-        self.requests = TokenBucket(rpm / 60.0, capacity=max(1.0, rpm / 60.0)) if rpm else None
+        # Small bursts (1/20 s of budget): a server that enforces the same limit with its own bucket
+        # never sees us above it, where a one-second burst on top of the steady rate draws 429s.
+        self.requests = TokenBucket(rpm / 60.0, capacity=max(1.0, rpm / 60.0 / 20)) if rpm else None
         self.tokens = TokenBucket(tpm / 60.0, capacity=tpm / 60.0) if tpm else None
 
     async def acquire(self, estimated_tokens: int) -> None:

@@ -1,0 +1,56 @@
+"""Score any provider of the LLM layer as a guardian: `factory eval --model openai:gpt-4o-mini`.
+
+The chat API cannot be prefilled with `<think>`/`<answer>`, so the mode instruction is appended to
+the user message instead. Calls go through `factory.llm.LLMClient` (retries, rate limits, request
+cache in `outputs/eval-cache.duckdb` so a rerun of the same evaluation costs nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from factory.llm.client import LLMClient
+from factory.llm.config import EndpointConfig
+from factory.llm.errors import LLMError
+from factory.llm.types import GenParams, LLMRequest, Message
+from factory.paths import outputs_dir
+from training.evaluate import register_predictor
+from training.format import mode_messages_for_api
+
+MAX_TOKENS = {"think": 1024, "answer": 200}
+
+
+class ProviderPredictor:
+    def __init__(self, spec: str, cache_db: Path | None = None, concurrency: int = 16, **_: Any) -> None:
+        self.config = EndpointConfig.parse(spec, concurrency=concurrency)
+        self.cache_db = cache_db or outputs_dir() / "eval-cache.duckdb"
+
+    def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
+        return asyncio.run(self._predict(messages_batch, mode))
+
+    async def _predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
+        from factory.store.db import Store
+
+        store = Store(self.cache_db)
+        client = LLMClient(cache=store.cache)
+
+        async def one(messages: list[dict[str, str]]) -> str:
+            msgs = [Message(role=m["role"], content=m["content"]) for m in mode_messages_for_api(messages, mode)]
+            req = LLMRequest(messages=msgs, params=GenParams(temperature=0.0, max_tokens=MAX_TOKENS[mode]),
+                             stage="eval")
+            try:
+                return (await client.complete(self.config, req)).text
+            except LLMError as exc:  # a failed call is an unparseable answer, not a crash
+                return f"[provider error: {exc}]"
+
+        try:
+            return list(await asyncio.gather(*(one(m) for m in messages_batch)))
+        finally:
+            await client.aclose()
+            store.close()
+
+
+for _scheme in ("openai", "anthropic", "google", "local"):
+    register_predictor(_scheme, lambda name, _s=_scheme, **kw: ProviderPredictor(f"{_s}:{name}", **kw))
