@@ -222,7 +222,7 @@ class EmbeddingCache:
     def save(self) -> None:
         if self.path is None:
             return
-        if not self.dirty and set(self.fast) == self.used_fast and set(self.exact) <= self.used_exact:
+        if not self.dirty and set(self.fast) == self.used_fast and set(self.exact) <= self.used_exact | self.used_fast:
             return
 
         def arrays(store: dict[bytes, np.ndarray], used: set[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +231,7 @@ class EmbeddingCache:
             return np.array(keys, dtype="S40"), vecs.astype(np.float32)
 
         fast_keys, fast_vecs = arrays(self.fast, self.used_fast)
-        exact_keys, exact_vecs = arrays(self.exact, self.used_exact)
+        exact_keys, exact_vecs = arrays(self.exact, self.used_exact | self.used_fast)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.tmp.npz")

@@ -66,8 +66,11 @@ def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_f
     for rec in records:
         by_split[split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
     features = _features()
-    dd = datasets.DatasetDict({s: datasets.Dataset.from_list(rows, features=features)
-                               for s, rows in by_split.items()})
+    # An empty split (small builds) still gets the full schema: from_list([]) would lose it.
+    dd = datasets.DatasetDict({
+        s: datasets.Dataset.from_list(rows, features=features) if rows
+        else datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+        for s, rows in by_split.items()})
     out.mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(str(out / "hf"))
     (out / "parquet").mkdir(exist_ok=True)
