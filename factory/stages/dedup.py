@@ -18,6 +18,10 @@ def _h64(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big")
 
 
+def _digest(norm: str) -> bytes:
+    return hashlib.blake2b(norm.encode(), digest_size=16).digest()
+
+
 def simhash(text: str, n: int = 3) -> int:
     words = WORD.findall(text.lower())
     grams = [" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))]
@@ -36,7 +40,7 @@ class NearDupIndex:
         self.k = max_distance
         self.bands = max(4, max_distance + 1)
         self.width = 64 // self.bands
-        self.exact: set[str] = set()
+        self.exact: set[bytes] = set()  # 16-byte digests, not the texts: memory stays small at scale
         self.table: dict[tuple[int, int], list[int]] = defaultdict(list)
 
     def _keys(self, h: int) -> list[tuple[int, int]]:
@@ -46,7 +50,7 @@ class NearDupIndex:
     def seen(self, text: str) -> str | None:
         """'exact' or 'near' if a previously added text matches, else None."""
         norm = normalise(text)
-        if norm in self.exact:
+        if _digest(norm) in self.exact:
             return "exact"
         h = simhash(norm)
         for key in self._keys(h):
@@ -57,7 +61,7 @@ class NearDupIndex:
 
     def add(self, text: str) -> None:
         norm = normalise(text)
-        self.exact.add(norm)
+        self.exact.add(_digest(norm))
         h = simhash(norm)
         for key in self._keys(h):
             self.table[key].append(h)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from factory.llm.config import API_KEY_ENV
 from factory.llm.errors import FatalProviderError, LLMError
 from factory.llm.types import GenParams, LLMRequest, LLMResponse
 from factory.stages.context import BuildContext, SlotDropped
@@ -24,11 +23,8 @@ async def stage_call(ctx: BuildContext, stage: str, prompt: str, schema: type[Ba
     counts.started += 1
     try:
         response = await ctx.client.complete(ctx.endpoints[stage], request)
-    except FatalProviderError as exc:
-        named = _name_key_variable(exc, ctx.endpoints[stage].provider)
-        if named is exc:
-            raise
-        raise named from exc
+    except FatalProviderError:
+        raise  # bad key, unknown model...: stop the build, the message says what to fix
     except LLMError as exc:
         counts.failed += 1
         ctx.store.add("llm_failures", {"slot": slot, "stage": stage, "provider": exc.provider, "model": exc.model,
@@ -37,14 +33,3 @@ async def stage_call(ctx: BuildContext, stage: str, prompt: str, schema: type[Ba
         raise SlotDropped(stage, "llm_failure", str(exc)[:300]) from exc
     counts.done += 1
     return response, template.hash
-
-
-def _name_key_variable(exc: FatalProviderError, provider: str) -> FatalProviderError:
-    """A rejected key (401/403) names the environment variable it came from, so the user knows what to fix."""
-    names = API_KEY_ENV.get(provider, ())
-    if exc.status not in (401, 403) or not names or any(n in str(exc) for n in names):
-        return exc
-    var = " or ".join(names)
-    return FatalProviderError(f"provider {provider} rejected the API key read from {var}: {exc} "
-                              f"Set a valid key in {var}, or pick another provider with --model.",
-                              provider=exc.provider, model=exc.model, status=exc.status)

@@ -7,6 +7,7 @@ request-cache journal, so a rerun rebuilds the missing rows from the cache witho
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,8 +28,11 @@ class Store:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
+        # appends, reads are point lookups), so cap it to keep a 40k-sample build's memory flat.
+        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "512MB")}
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open {self.path}: {exc} (is another factory process using it?)") from exc
         self.lock = threading.RLock()

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from factory.llm.config import EndpointConfig
+from factory.llm.config import API_KEY_ENV, EndpointConfig
 from factory.llm.errors import FatalProviderError, RetryableProviderError
 from factory.llm.types import GenParams, RawCompletion
 
@@ -57,6 +57,10 @@ def status_error(provider: str, model: str, status: int, detail: str,
         return RetryableProviderError(f"HTTP {status}: {detail}", provider=provider, model=model,
                                       status=status, retry_after=parse_retry_after(headers))
     hint = FATAL_HINTS.get(status, "the provider refused the request")
+    key_vars = " or ".join(API_KEY_ENV.get(provider, ()))
+    if status in (401, 403) and key_vars:
+        hint = (f"the API key read from {key_vars} was {'rejected' if status == 401 else 'refused for this model'}; "
+                f"set a valid key in {key_vars}, or pick another provider with --model")
     return FatalProviderError(f"HTTP {status}: {hint} ({detail})", provider=provider, model=model, status=status)
 
 
