@@ -101,6 +101,7 @@ class LLMClient:
         self.accounting = Accounting()
         self.failure_sink = failure_sink
         self._endpoints: dict[str, Endpoint] = {}
+        self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
 
     def endpoint(self, config: EndpointConfig) -> Endpoint:
         """One Endpoint (SDK client, semaphore, limiter) per distinct configuration."""
@@ -133,6 +134,8 @@ class LLMClient:
             attempts = attempt + 1
             key = request_key(config.provider, config.model, request, messages)
             raw = self.cache.get(key) if self.cache is not None else None
+            if raw is None and key in self._inflight:
+                raw = await self._join_inflight(key)  # an identical request is on the wire already
             price_cost: float
             if raw is not None:
                 counter.cache_hits += 1
@@ -141,7 +144,7 @@ class LLMClient:
             else:
                 all_cached = False
                 t0 = time.perf_counter()
-                raw = await self._send(ep, messages, request, counter)
+                raw = await self._send_coalesced(key, ep, messages, request, counter)
                 elapsed = time.perf_counter() - t0
                 latency += elapsed
                 price_cost = self.prices.cost(config.model, raw.usage)
@@ -187,6 +190,36 @@ class LLMClient:
                                "model": config.model, "error": str(err), "raw_text": raw.text,
                                "attempts": attempts})
         raise err
+
+    # -- identical requests in flight share one network call ----------------------------------
+    async def _send_coalesced(self, key: str, ep: Endpoint, messages: list[dict[str, Any]],
+                              request: LLMRequest, counter: Any) -> RawCompletion:
+        future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            raw = await self._send(ep, messages, request, counter)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()  # followers send the request themselves
+            else:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: followers may be none
+            raise
+        finally:
+            del self._inflight[key]
+        future.set_result(raw)
+        return raw
+
+    async def _join_inflight(self, key: str) -> RawCompletion | None:
+        """The leader's answer, or None if the leader was cancelled (then we send it ourselves)."""
+        future = self._inflight[key]
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                return None
+            raise
 
     # -- transport with retries -------------------------------------------------------------
     async def _send_once(self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest) -> RawCompletion:

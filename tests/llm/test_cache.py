@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from factory.llm.cache import RequestCache
+from factory.llm.errors import FatalProviderError
 from factory.llm.fingerprint import request_key
 from factory.llm.pricing import Price, PriceTable
 from factory.llm.types import GenParams, RawCompletion, Usage
@@ -220,3 +222,26 @@ def test_params_are_part_of_the_cached_identity(stores, tmp_path):
     cache = stores(tmp_path / "f.duckdb").cache
     _put(cache, a, "cold")
     assert cache.get(b) is None and cache.get(a).text == "cold"
+
+
+async def test_identical_requests_in_flight_share_one_call(server, make_cfg, make_client, stores, tmp_path):
+    server.script([{"kind": "hang", "seconds": 0.5}])  # keep the first call on the wire a while
+    client = make_client(cache=stores(tmp_path / "c.duckdb").cache)
+    cfg = make_cfg("openai")
+    first, second = await asyncio.gather(client.complete(cfg, request("same question")),
+                                         client.complete(cfg, request("same question")))
+    assert server.stats()["requests"] == 1
+    assert first.text == second.text
+    assert first.cached != second.cached  # one paid, one joined it
+    c = client.accounting.total()
+    assert (c.network_calls, c.cache_hits) == (1, 1)
+
+
+async def test_a_failed_shared_call_fails_every_waiter(server, make_cfg, make_client):
+    server.script([{"kind": "bad_request"}])
+    client = make_client()
+    cfg = make_cfg("openai")
+    results = await asyncio.gather(client.complete(cfg, request("doomed")), client.complete(cfg, request("doomed")),
+                                   return_exceptions=True)
+    assert all(isinstance(r, FatalProviderError) for r in results)
+    assert server.stats()["requests"] == 1
