@@ -58,7 +58,7 @@ class RequestCache:
         self.journal_path = journal_path
         self.flush_every = flush_every
         with self.lock:
-            self.con.execute(CACHE_DDL)
+            self.con.execute(CACHE_DDL).fetchall()
         self._replay_journal()
         with self.lock:
             self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
@@ -83,9 +83,11 @@ class RequestCache:
                 self.misses += 1
                 return None
             with self.lock:
-                res = self.con.execute(
+                # fetchall, never fetchone: DuckDB refuses register() while a result is unfinished
+                rows = self.con.execute(
                     "SELECT text, finish_reason, input_tokens, output_tokens, response_model "
-                    "FROM llm_calls WHERE key = ?", [key]).fetchone()
+                    "FROM llm_calls WHERE key = ?", [key]).fetchall()
+            res = rows[0] if rows else None
             if res is None:
                 self.misses += 1
                 return None
@@ -141,7 +143,7 @@ class RequestCache:
         with self.lock:
             self.con.register("_calls_batch", table)
             try:
-                self.con.execute("INSERT OR IGNORE INTO llm_calls SELECT * FROM _calls_batch")
+                self.con.execute("INSERT OR IGNORE INTO llm_calls SELECT * FROM _calls_batch").fetchall()
             finally:
                 self.con.unregister("_calls_batch")
 

@@ -174,8 +174,7 @@ async def build(db: Path, recipe: Recipe, n: int, seed: int, model_overrides: di
         await client.aclose()
         status = "finished" if committer.done else "interrupted"
         store.flush()
-        store.con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
-                          [status, time.time(), run_id])
+        store.query("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, time.time(), run_id])
         store.close()
     total = client.accounting.total()
     return BuildSummary(accepted=committer.accepted, dropped=dict(committer.dropped), slots=committer.cursor,

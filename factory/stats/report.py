@@ -21,12 +21,13 @@ def _table(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
 def status_text(db: Path) -> str:
     con = _open(db)
     try:
-        run = con.execute("SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
-        acc = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+        runs = con.execute("SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+        run = runs[0] if runs else None
+        acc = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
         drops = con.execute("SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC").fetchall()
         calls = con.execute("SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
-                            "coalesce(sum(cost_usd),0) FROM llm_calls").fetchone()
-        fails = con.execute("SELECT count(*) FROM llm_failures").fetchone()[0]
+                            "coalesce(sum(cost_usd),0) FROM llm_calls").fetchall()[0]
+        fails = con.execute("SELECT count(*) FROM llm_failures").fetchall()[0][0]
     finally:
         con.close()
     lines = []

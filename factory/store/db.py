@@ -43,7 +43,7 @@ class Store:
         self._last_flush = time.monotonic()
         if not read_only:
             for ddl in TABLES.values():
-                self.con.execute(ddl)
+                self.con.execute(ddl).fetchall()
         self._cache: RequestCache | None = None
 
     @property
@@ -72,7 +72,7 @@ class Store:
         """Write every buffered row (and the cache's pending entries) in one transaction:
         one commit per flush instead of one per table keeps DuckDB's WAL syncs rare."""
         with self.lock:
-            self.con.execute("BEGIN TRANSACTION")
+            self.con.execute("BEGIN TRANSACTION").fetchall()
             try:
                 if self._cache is not None:
                     self._cache.flush(commit=False)
@@ -85,12 +85,12 @@ class Store:
                     self.con.register("_batch", arrow)
                     try:
                         verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
-                        self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch")
+                        self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch").fetchall()
                     finally:
                         self.con.unregister("_batch")
-                self.con.execute("COMMIT")
+                self.con.execute("COMMIT").fetchall()
             except BaseException:
-                self.con.execute("ROLLBACK")
+                self.con.execute("ROLLBACK").fetchall()
                 raise
             for rows in self._buffers.values():
                 rows.clear()
@@ -116,5 +116,5 @@ class Store:
             self.flush()
             if self._cache is not None:
                 self._cache.close()
-            self.con.execute("CHECKPOINT")
+            self.con.execute("CHECKPOINT").fetchall()
         self.con.close()

@@ -245,3 +245,16 @@ async def test_a_failed_shared_call_fails_every_waiter(server, make_cfg, make_cl
                                    return_exceptions=True)
     assert all(isinstance(r, FatalProviderError) for r in results)
     assert server.stats()["requests"] == 1
+
+
+def test_a_hit_read_from_duckdb_does_not_block_the_next_flush(stores, tmp_path):
+    """DuckDB refuses register() while a query result is unfinished; a cache hit must not leave one."""
+    store = stores(tmp_path / "hit.duckdb")
+    _put(store.cache, "k1", '{"a": 1}')
+    store.flush()
+    assert store.cache.get("k1") is not None  # read back from DuckDB, not from the pending buffer
+    _put(store.cache, "k2", '{"a": 2}')
+    store.cache.flush()  # as LLMClient.aclose() does, with no transaction statement in between
+    store.add("filter_log", {"slot": 1, "stage": "s", "reason": "r", "detail": "", "dropped": True})
+    store.flush()
+    assert store.query("SELECT count(*) FROM llm_calls")[0][0] == 2
