@@ -143,11 +143,21 @@ def export_cmd(out: Annotated[Path, typer.Option(help="output folder")],
 
 @app.command()
 def push(repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo id, e.g. org/dynabench-mine")],
-         data: Annotated[Path, typer.Option(help="an export folder (factory export --out)")],
+         data: Annotated[Path | None, typer.Option(help="an export folder; default: export --db first")] = None,
+         db: DbOpt = Path(DEFAULT_DB),
          private: Annotated[bool, typer.Option(help="create the repo private")] = True) -> None:
-    """Push an export to the Hugging Face Hub with its dataset card (token from HF_TOKEN)."""
-    from factory.export.push import push_export
+    """Push the dataset to the Hugging Face Hub with its dataset card (token from HF_TOKEN)."""
+    from factory.export.push import hub_token, push_export
 
+    _run_guarded(hub_token)  # fail before exporting anything when there is no token
+    if data is None:
+        from factory.export.hf import export
+
+        path = _db(db)
+        if not path.exists():
+            _fail(f"{path} does not exist; run `factory build` first, or pass --data EXPORT_DIR")
+        data = path.parent / f"{path.stem}-export"
+        console.print(_run_guarded(export, path, data))
     try:
         url = push_export(data, repo, private=private)
     except (ConfigError, FileNotFoundError) as exc:
