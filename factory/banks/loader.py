@@ -38,19 +38,23 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def _plain_line(v: str, lo: int, hi: int, what: str) -> str:
+    if v != v.strip():
+        raise ValueError("leading or trailing whitespace")
+    if not lo <= len(v) <= hi:
+        raise ValueError(f"{what} {len(v)} outside {lo}..{hi} characters")
+    if "\t" in v:
+        raise ValueError("tab character")
+    return v
+
+
 class TraitLine(BaseModel):
     text: str
 
     @field_validator("text")
     @classmethod
     def _check(cls, v: str) -> str:
-        if v != v.strip():
-            raise ValueError("leading or trailing whitespace")
-        if not 2 <= len(v) <= 200:
-            raise ValueError(f"length {len(v)} outside 2..200")
-        if "\t" in v:
-            raise ValueError("tab character")
-        return v
+        return _plain_line(v, 2, 200, "length")
 
 
 class RuleLine(BaseModel):
@@ -59,12 +63,7 @@ class RuleLine(BaseModel):
     @field_validator("text")
     @classmethod
     def _check(cls, v: str) -> str:
-        if v != v.strip():
-            raise ValueError("leading or trailing whitespace")
-        if not 30 <= len(v) <= 400:
-            raise ValueError(f"rule length {len(v)} outside 30..400 characters")
-        if "\t" in v:
-            raise ValueError("tab character")
+        _plain_line(v, 30, 400, "rule length")
         if re.match(r"^(\d+[.)]|[-*•])\s", v):
             raise ValueError("rules must not carry their own numbering or bullets")
         if v[-1] not in ".!?)\"'":

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import RetryableProviderError
-from factory.llm.providers.base import Provider, status_error
+from factory.llm.providers.base import Provider, error_detail, status_error
 from factory.llm.schema import json_schema, schema_name
 from factory.llm.types import GenParams, RawCompletion, Usage
 
@@ -54,7 +54,7 @@ class AnthropicProvider(Provider):
         try:
             raw = await self.client.messages.with_raw_response.create(**kwargs)
         except anthropic.APIStatusError as exc:
-            raise status_error(self.name, model, exc.status_code, _detail(exc), exc.response.headers) from exc
+            raise status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers) from exc
         except anthropic.APITimeoutError as exc:
             raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
                                          model=model) from exc
@@ -87,11 +87,3 @@ class AnthropicProvider(Provider):
     async def aclose(self) -> None:
         await self.client.close()
 
-
-def _detail(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-    return str(exc.message)

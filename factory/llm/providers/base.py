@@ -49,6 +49,16 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+def error_detail(exc: Any) -> str:
+    """The provider's own error message from an SDK status error (openai and anthropic alike)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+    return str(getattr(exc, "message", exc))
+
+
 def status_error(provider: str, model: str, status: int, detail: str,
                  headers: Mapping[str, str] | None = None) -> Exception:
     """Map an HTTP status to the right error class with an actionable message."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import FatalProviderError, RetryableProviderError
-from factory.llm.providers.base import Provider, status_error
+from factory.llm.providers.base import Provider, error_detail, status_error
 from factory.llm.schema import json_schema, schema_name
 from factory.llm.types import GenParams, RawCompletion, Usage
 
@@ -80,7 +80,7 @@ class OpenAIProvider(Provider):
             http = await self.client.post("/chat/completions", cast_to=_http.Response, content=body,
                                           options={"headers": {"Content-Type": "application/json"}})
         except openai.APIStatusError as exc:
-            raise status_error(self.name, model, exc.status_code, _detail(exc), exc.response.headers) from exc
+            raise status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers) from exc
         except openai.APITimeoutError as exc:
             raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
                                          model=model) from exc
@@ -108,11 +108,3 @@ class OpenAIProvider(Provider):
     async def aclose(self) -> None:
         await self.client.close()
 
-
-def _detail(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-    return str(exc.message)
