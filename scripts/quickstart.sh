@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh local
-N="${N:-4}"
+N="${N:-8}"
 .venv/bin/factory build --n "$N" --pipeline smoke --db outputs/quickstart.duckdb
 .venv/bin/factory stats --db outputs/quickstart.duckdb
 .venv/bin/factory export --db outputs/quickstart.duckdb --out outputs/quickstart-export
