@@ -47,6 +47,13 @@ def run_dir(config: CommonRunConfig, kind: str) -> Path:
     return out
 
 
+def start_run(config: CommonRunConfig, kind: str) -> Path:
+    """What every trainer does first: check model and data are set, threads and seed, run folder."""
+    require(config, "model", "data")
+    setup_runtime(config)
+    return run_dir(config, kind)
+
+
 # --------------------------------------------------------------------------------------------
 # Tokenizer and model
 # --------------------------------------------------------------------------------------------

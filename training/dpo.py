@@ -185,19 +185,15 @@ def run_dpo(config: DPORunConfig) -> Path:
     from training.common import (
         load_model_and_tokenizer,
         peft_config_for,
-        require,
         resolve_resume,
-        run_dir,
         save_final,
-        setup_runtime,
+        start_run,
         training_kwargs,
         write_summary,
     )
     from training.data import load_split
 
-    require(config, "model", "data")
-    setup_runtime(config)
-    out = run_dir(config, "dpo")
+    out = start_run(config, "dpo")
     rows = [dict(r) for r in load_split(config.data, config.train_split, config.limit)]
     model, tokenizer, added = load_model_and_tokenizer(config, out)
 

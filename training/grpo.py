@@ -68,20 +68,16 @@ def run_grpo(config: GRPORunConfig) -> Path:
     from training.common import (
         load_model_and_tokenizer,
         peft_config_for,
-        require,
         resolve_resume,
-        run_dir,
         save_final,
-        setup_runtime,
+        start_run,
         training_kwargs,
         write_summary,
     )
     from training.data import load_split
     from training.rewards import build_reward_functions
 
-    require(config, "model", "data")
-    setup_runtime(config)
-    out = run_dir(config, "grpo")
+    out = start_run(config, "grpo")
     rows = load_split(config.data, config.train_split, config.limit)
     model, tokenizer, added = load_model_and_tokenizer(config, out)
     train_ds, stats = build_prompt_dataset(

@@ -77,19 +77,15 @@ def run_sft(config: SFTRunConfig) -> Path:
     from training.common import (
         load_model_and_tokenizer,
         peft_config_for,
-        require,
         resolve_resume,
-        run_dir,
         save_final,
-        setup_runtime,
+        start_run,
         training_kwargs,
         write_summary,
     )
     from training.data import load_split
 
-    require(config, "model", "data")
-    setup_runtime(config)
-    out = run_dir(config, "sft")
+    out = start_run(config, "sft")
     train_rows = load_split(config.data, config.train_split, config.limit)
     eval_rows = load_split(config.data, config.eval_split, config.eval_limit) if config.eval_split else None
     model, tokenizer, added = load_model_and_tokenizer(config, out)

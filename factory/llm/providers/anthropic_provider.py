@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import RetryableProviderError
-from factory.llm.providers.base import Provider, error_detail, status_error
+from factory.llm.providers.base import Provider
 from factory.llm.schema import json_schema, schema_name
 from factory.llm.types import GenParams, RawCompletion, Usage
 
@@ -53,13 +53,8 @@ class AnthropicProvider(Provider):
             kwargs["tool_choice"] = {"type": "tool", "name": name}
         try:
             raw = await self.client.messages.with_raw_response.create(**kwargs)
-        except anthropic.APIStatusError as exc:
-            raise status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers) from exc
-        except anthropic.APITimeoutError as exc:
-            raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
-                                         model=model) from exc
-        except anthropic.APIConnectionError as exc:
-            raise RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model) from exc
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:  # timeouts are connection errors
+            raise self.sdk_error(exc, anthropic) from exc
         try:
             data = orjson.loads(raw.http_response.content)
             blocks = data.get("content") or []

@@ -90,6 +90,17 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:  # pragma: no cover - default no-op
         return None
 
+    def sdk_error(self, exc: Exception, sdk: Any) -> Exception:
+        """Our error for an exception of the openai or anthropic SDK (they share class names):
+        a status error by its status, a timeout or a dropped connection as retryable."""
+        model = self.config.model
+        if isinstance(exc, sdk.APIStatusError):
+            return status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers)
+        if isinstance(exc, sdk.APITimeoutError):  # a subclass of APIConnectionError: test it first
+            return RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
+                                          model=model)
+        return RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model)
+
     def missing_key(self, env_vars: tuple[str, ...]) -> FatalProviderError:
         names = " or ".join(env_vars)
         return FatalProviderError(

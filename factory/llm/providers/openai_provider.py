@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import FatalProviderError, RetryableProviderError
-from factory.llm.providers.base import Provider, error_detail, status_error
+from factory.llm.providers.base import Provider
 from factory.llm.schema import json_schema, schema_name
 from factory.llm.types import GenParams, RawCompletion, Usage
 
@@ -79,13 +79,8 @@ class OpenAIProvider(Provider):
         try:
             http = await self.client.post("/chat/completions", cast_to=_http.Response, content=body,
                                           options={"headers": {"Content-Type": "application/json"}})
-        except openai.APIStatusError as exc:
-            raise status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers) from exc
-        except openai.APITimeoutError as exc:
-            raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
-                                         model=model) from exc
-        except openai.APIConnectionError as exc:
-            raise RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model) from exc
+        except (openai.APIStatusError, openai.APIConnectionError) as exc:  # timeouts are connection errors
+            raise self.sdk_error(exc, openai) from exc
         try:
             data = orjson.loads(http.content)
             choice = data["choices"][0]
