@@ -46,9 +46,22 @@ def main() -> None:
     recipe.write_text(RECIPE)
     db = work / "bench.duckdb"
     with FakeServerProcess() as srv:
-        env = dict(os.environ, OPENAI_BASE_URL=srv.url + "/v1", OPENAI_API_KEY="bench", FACTORY_MODEL="bench-model")
-        cmd = [str(ROOT / ".venv/bin/factory"), "build", "--n", str(args.n), "--seed", str(args.seed),
-               "--pipeline", str(recipe), "--db", str(db), "--no-progress"]
+        env = dict(
+            os.environ, OPENAI_BASE_URL=srv.url + "/v1", OPENAI_API_KEY="bench", FACTORY_MODEL="bench-model"
+        )
+        cmd = [
+            str(ROOT / ".venv/bin/factory"),
+            "build",
+            "--n",
+            str(args.n),
+            "--seed",
+            str(args.seed),
+            "--pipeline",
+            str(recipe),
+            "--db",
+            str(db),
+            "--no-progress",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         ps = psutil.Process(proc.pid)
@@ -69,10 +82,18 @@ def main() -> None:
     samples = con.execute("SELECT count(*) FROM samples").fetchone()[0]
     calls = con.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
     con.close()
-    result = {"n": args.n, "samples": samples, "wall_s": round(wall, 1), "llm_calls": calls,
-              "calls_per_s": round(calls / wall, 1), "samples_per_s": round(samples / wall, 1),
-              "peak_rss_mb": round(peak / 2**20, 1), "server_requests": server.get("requests"),
-              "server_repeated_bodies": server.get("repeated_bodies"), "db_mb": round(db.stat().st_size / 2**20, 1)}
+    result = {
+        "n": args.n,
+        "samples": samples,
+        "wall_s": round(wall, 1),
+        "llm_calls": calls,
+        "calls_per_s": round(calls / wall, 1),
+        "samples_per_s": round(samples / wall, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "server_requests": server.get("requests"),
+        "server_repeated_bodies": server.get("repeated_bodies"),
+        "db_mb": round(db.stat().st_size / 2**20, 1),
+    }
     print(json.dumps(result))
 
 

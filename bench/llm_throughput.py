@@ -41,19 +41,25 @@ class Verdict(BaseModel):
 
 
 def _messages(i: int) -> list[dict]:
-    return [{"role": "system", "content": "You judge one rule."},
-            {"role": "user", "content": f"Request number {i}: is rule 3 violated in this dialogue?"}]
+    return [
+        {"role": "system", "content": "You judge one rule."},
+        {"role": "user", "content": f"Request number {i}: is rule 3 violated in this dialogue?"},
+    ]
 
 
 async def plain_sdk(url: str, n: int, concurrency: int) -> dict:
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="bench", max_retries=8)
     sem = asyncio.Semaphore(concurrency)
-    fmt = {"type": "json_schema", "json_schema": {"name": "Verdict", "schema": json_schema(Verdict), "strict": True}}
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "Verdict", "schema": json_schema(Verdict), "strict": True},
+    }
 
     async def one(i: int) -> None:
         async with sem:
-            r = await client.chat.completions.create(model="bench-model", messages=_messages(i),
-                                                     response_format=fmt, max_tokens=200)
+            r = await client.chat.completions.create(
+                model="bench-model", messages=_messages(i), response_format=fmt, max_tokens=200
+            )
             Verdict.model_validate_json(r.choices[0].message.content)
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -64,15 +70,25 @@ async def plain_sdk(url: str, n: int, concurrency: int) -> dict:
 
 
 async def layer(url: str, n: int, concurrency: int, rps: float | None, cache: bool) -> dict:
-    cfg = EndpointConfig(provider="openai", model="bench-model", base_url=url + "/v1", concurrency=concurrency,
-                         rpm=rps * 60 if rps else None, max_retries=8)
+    cfg = EndpointConfig(
+        provider="openai",
+        model="bench-model",
+        base_url=url + "/v1",
+        concurrency=concurrency,
+        rpm=rps * 60 if rps else None,
+        max_retries=8,
+    )
     tmp = tempfile.mkdtemp()
     store = Store(Path(tmp) / "bench.duckdb") if cache else None
     client = LLMClient(cache=store.cache if store else None)
 
     async def one(i: int) -> None:
-        req = LLMRequest(messages=[Message(**m) for m in _messages(i)], output_schema=Verdict,
-                         params=GenParams(max_tokens=200), stage="bench")
+        req = LLMRequest(
+            messages=[Message(**m) for m in _messages(i)],
+            output_schema=Verdict,
+            params=GenParams(max_tokens=200),
+            stage="bench",
+        )
         resp = await client.complete(cfg, req)
         assert isinstance(resp.parsed, Verdict)
 
@@ -94,17 +110,24 @@ def run_scenario(name: str, latency: float, rate_limit: float, concurrency: int,
             if impl == "plain AsyncOpenAI":
                 res = loop.run_until_complete(plain_sdk(srv.url, n, concurrency))
             else:
-                res = loop.run_until_complete(layer(srv.url, n, concurrency, rate_limit or None,
-                                                    cache=impl.endswith("cache")))
+                res = loop.run_until_complete(
+                    layer(srv.url, n, concurrency, rate_limit or None, cache=impl.endswith("cache"))
+                )
             stats = srv.stats()
         rate = n / res["wall_s"]
-        rows.append({
-            "scenario": name, "impl": impl, "requests": n, "calls_per_s": round(rate, 1),
-            "limit_per_s": None if limit == float("inf") else round(limit, 1),
-            "share_of_limit": None if limit == float("inf") else round(rate / limit, 3),
-            "client_cpu_ms_per_call": round(1000 * res["cpu_s"] / n, 3),
-            "server_requests": stats.get("requests"), "server_429s": stats.get("requests", 0) - n,
-        })
+        rows.append(
+            {
+                "scenario": name,
+                "impl": impl,
+                "requests": n,
+                "calls_per_s": round(rate, 1),
+                "limit_per_s": None if limit == float("inf") else round(limit, 1),
+                "share_of_limit": None if limit == float("inf") else round(rate / limit, 3),
+                "client_cpu_ms_per_call": round(1000 * res["cpu_s"] / n, 3),
+                "server_requests": stats.get("requests"),
+                "server_429s": stats.get("requests", 0) - n,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -98,8 +98,12 @@ class Recipe(_Strict):
 
     def model_spec(self, stage: str, overrides: dict[str, str] | None = None) -> str:
         overrides = overrides or {}
-        return overrides.get(stage) or overrides.get("default") or self.models.get(stage) or \
-            self.models.get("default", "auto")
+        return (
+            overrides.get(stage)
+            or overrides.get("default")
+            or self.models.get(stage)
+            or self.models.get("default", "auto")
+        )
 
     def endpoint(self, spec: str) -> EndpointConfig:
         spec = resolve_auto(spec)
@@ -128,8 +132,9 @@ def _first_served_model(cfg: EndpointConfig) -> str | None:
     import openai
 
     try:
-        client = openai.OpenAI(api_key=cfg.api_key() or "unused", base_url=cfg.resolved_base_url(),
-                               max_retries=1, timeout=10)
+        client = openai.OpenAI(
+            api_key=cfg.api_key() or "unused", base_url=cfg.resolved_base_url(), max_retries=1, timeout=10
+        )
         models = client.models.list()
         return models.data[0].id if models.data else None
     except Exception:  # noqa: BLE001 - fall back to the default model name

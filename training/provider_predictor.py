@@ -37,9 +37,12 @@ class ProviderPredictor:
         client = LLMClient(cache=store.cache)
 
         async def one(messages: list[dict[str, str]]) -> str:
-            msgs = [Message(role=m["role"], content=m["content"]) for m in mode_messages_for_api(messages, mode)]
-            req = LLMRequest(messages=msgs, params=GenParams(temperature=0.0, max_tokens=MAX_TOKENS[mode]),
-                             stage="eval")
+            msgs = [
+                Message(role=m["role"], content=m["content"]) for m in mode_messages_for_api(messages, mode)
+            ]
+            req = LLMRequest(
+                messages=msgs, params=GenParams(temperature=0.0, max_tokens=MAX_TOKENS[mode]), stage="eval"
+            )
             try:
                 return (await client.complete(self.config, req)).text
             except LLMError as exc:  # a failed call is an unparseable answer, not a crash

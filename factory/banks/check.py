@@ -49,10 +49,12 @@ from factory.paths import banks_dir, outputs_dir
 class Targets:
     """Minimum sizes a bank must reach; the defaults are the paper's."""
 
-    user: dict[str, int] = field(default_factory=lambda: {
-        "professions": 19, "hobbies": 28, "personalities": 67, "locations": 325})
-    agent: dict[str, int] = field(default_factory=lambda: {
-        "roles": 32, "tones": 67, "locations": 325, "industries": 204})
+    user: dict[str, int] = field(
+        default_factory=lambda: {"professions": 19, "hobbies": 28, "personalities": 67, "locations": 325}
+    )
+    agent: dict[str, int] = field(
+        default_factory=lambda: {"roles": 32, "tones": 67, "locations": 325, "industries": 204}
+    )
     industry_rules: int = 3949
     misc_rules: int = 758
     min_rules_per_industry: int = 12
@@ -77,7 +79,9 @@ def normalise_text(text: str) -> str:
 
 
 _LOAD_ENV = {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     # OpenMP threads that spin while waiting burn the cores they share with other work: on a busy
     # 2-core machine encoding ran 2-3x slower with the default policy (read when torch loads).
     "OMP_WAIT_POLICY": "PASSIVE",
@@ -152,9 +156,11 @@ class Embedder:
                 raise ImportError(f"the embedding model package {MODEL_PACKAGE!r} is not installed")
             self.kind = "lexical"
             self.name = "lexical-bow"
-            self.note = (f"the embedding model package {MODEL_PACKAGE!r} (or sentence-transformers) is not "
-                         f"installed; near duplicates are judged by a cosine over normalised words instead "
-                         f"(a weaker check)")
+            self.note = (
+                f"the embedding model package {MODEL_PACKAGE!r} (or sentence-transformers) is not "
+                f"installed; near duplicates are judged by a cosine over normalised words instead "
+                f"(a weaker check)"
+            )
 
     @property
     def model(self):  # noqa: ANN201 - the float32 SentenceTransformer
@@ -188,8 +194,13 @@ class Embedder:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         model = self.model if exact else self._bulk_model()
-        out = model.encode(list(texts), batch_size=128, normalize_embeddings=True, convert_to_tensor=True,
-                           show_progress_bar=False)
+        out = model.encode(
+            list(texts),
+            batch_size=128,
+            normalize_embeddings=True,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
         out = out.float().cpu().numpy()
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
@@ -255,16 +266,24 @@ class EmbeddingCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, tag=np.array(self.embedder.name), fast_keys=fast_keys, fast_vecs=fast_vecs,
-                     exact_keys=exact_keys, exact_vecs=exact_vecs)
+            np.savez(
+                tmp,
+                tag=np.array(self.embedder.name),
+                fast_keys=fast_keys,
+                fast_vecs=fast_vecs,
+                exact_keys=exact_keys,
+                exact_vecs=exact_vecs,
+            )
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache is a convenience
 
 
 _LEX_DIM = 4096
-_STOP = frozenset("a an the and or of to in on for with by at from as is are be been it its this that "
-                  "these those you your their they them any all not no do does".split())
+_STOP = frozenset(
+    "a an the and or of to in on for with by at from as is are be been it its this that "
+    "these those you your their they them any all not no do does".split()
+)
 
 
 def _lexical(texts: Sequence[str]) -> np.ndarray:
@@ -290,7 +309,9 @@ def similar_pairs(emb: np.ndarray, threshold: float, block: int = 1024) -> list[
         square = sims[:, : stop - start]
         square[np.tril_indices(stop - start)] = -1.0  # keep j > i only
         rows, cols = np.nonzero(sims >= threshold)
-        pairs.extend((start + int(r), start + int(c), float(sims[r, c])) for r, c in zip(rows, cols, strict=True))
+        pairs.extend(
+            (start + int(r), start + int(c), float(sims[r, c])) for r, c in zip(rows, cols, strict=True)
+        )
     pairs.sort(key=lambda p: -p[2])
     return pairs
 
@@ -316,8 +337,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.fatal or self.schema_errors or self.exact_duplicates or self.near_duplicates
-                    or self.shortfalls)
+        return not (
+            self.fatal
+            or self.schema_errors
+            or self.exact_duplicates
+            or self.near_duplicates
+            or self.shortfalls
+        )
 
 
 def _rel(text: str) -> str:
@@ -384,12 +410,17 @@ def _size_table(banks: Banks, targets: Targets, report: Report) -> Table:
     row("industry rules", n_ind, targets.industry_rules)
     row("industries with a rule file", len(banks.industry_rules), None)
     low = sorted(s for s, c in per_ind.items() if c < targets.min_rules_per_industry)
-    row("rules per industry (min / median / max)", _spread(list(per_ind.values())),
-        targets.min_rules_per_industry, short=bool(low))
+    row(
+        "rules per industry (min / median / max)",
+        _spread(list(per_ind.values())),
+        targets.min_rules_per_industry,
+        short=bool(low),
+    )
     if low:
-        report.shortfalls[-1] = (f"{len(low)} industr{'y' if len(low) == 1 else 'ies'} below "
-                                 f"{targets.min_rules_per_industry} rules: "
-                                 + ", ".join(f"{s} ({per_ind[s]})" for s in low))
+        report.shortfalls[-1] = (
+            f"{len(low)} industr{'y' if len(low) == 1 else 'ies'} below "
+            f"{targets.min_rules_per_industry} rules: " + ", ".join(f"{s} ({per_ind[s]})" for s in low)
+        )
     n_misc = sum(len(v) for v in banks.misc_rules.values())
     row("misc rules", n_misc, targets.misc_rules)
     present = [c for c in targets.categories if banks.misc_rules.get(c)]
@@ -397,11 +428,12 @@ def _size_table(banks: Banks, targets: Targets, report: Report) -> Table:
     missing = [c for c in targets.categories if not banks.misc_rules.get(c)]
     if missing:
         report.shortfalls[-1] = "misc categories missing or empty: " + ", ".join(missing)
-    row("rules per category (min / median / max)",
-        _spread([len(v) for v in banks.misc_rules.values()]), None)
+    row("rules per category (min / median / max)", _spread([len(v) for v in banks.misc_rules.values()]), None)
     extra = sorted(set(banks.misc_rules) - set(targets.categories))
     if extra:
-        report.notes.append("categories beyond the paper's 25 (fine, used like the others): " + ", ".join(extra))
+        report.notes.append(
+            "categories beyond the paper's 25 (fine, used like the others): " + ", ".join(extra)
+        )
     return table
 
 
@@ -413,8 +445,9 @@ def _classify(errors: list[str], report: Report) -> None:
             report.schema_errors.append(_rel(err))
 
 
-def _near_duplicates(banks: Banks, threshold: float, report: Report, console: Console,
-                     use_cache: bool) -> None:
+def _near_duplicates(
+    banks: Banks, threshold: float, report: Report, console: Console, use_cache: bool
+) -> None:
     rules = banks.all_rules
     if not rules:
         return
@@ -452,14 +485,22 @@ def _near_duplicates(banks: Banks, threshold: float, report: Report, console: Co
         how = f"{embedder.name}, float32 verdict near the threshold"
         if embedder._model is not None:
             how += f", bulk in {'bfloat16' if embedder.bf16 else 'float32'}"
-    report.notes.append(f"near-duplicate scan ({how}): {len(rules)} rules, {cache.hits} embeddings from the "
-                        f"cache; model load {embedder.load_s:.1f} s, encode {t_enc:.1f} s, "
-                        f"pairs {t_pairs:.2f} s")
+    report.notes.append(
+        f"near-duplicate scan ({how}): {len(rules)} rules, {cache.hits} embeddings from the "
+        f"cache; model load {embedder.load_s:.1f} s, encode {t_enc:.1f} s, "
+        f"pairs {t_pairs:.2f} s"
+    )
 
 
-def run_check(root: Path | None = None, *, threshold: float = 0.9, embeddings: bool = True,
-              targets: Targets = PAPER_TARGETS, console: Console | None = None,
-              use_cache: bool = True) -> Report:
+def run_check(
+    root: Path | None = None,
+    *,
+    threshold: float = 0.9,
+    embeddings: bool = True,
+    targets: Targets = PAPER_TARGETS,
+    console: Console | None = None,
+    use_cache: bool = True,
+) -> Report:
     """Check the banks under `root` and print the report; returns the findings."""
     console = console or Console(highlight=False, soft_wrap=True)
     root = Path(root) if root else banks_dir()
@@ -494,13 +535,16 @@ def run_check(root: Path | None = None, *, threshold: float = 0.9, embeddings: b
     section("Schema errors", report.schema_errors)
     section("Exact duplicates", report.exact_duplicates)
     if embeddings:
-        near = [f"{s:.3f}  {_where(a)}  ~  {_where(b)}\n      {a.text}\n      {b.text}"
-                for a, b, s in report.near_duplicates]
+        near = [
+            f"{s:.3f}  {_where(a)}  ~  {_where(b)}\n      {a.text}\n      {b.text}"
+            for a, b, s in report.near_duplicates
+        ]
         section(f"Near duplicates (cosine >= {threshold:g})", near)
         if report.closest_below is not None:
             a, b, s = report.closest_below
-            console.print(f"  closest pair below the threshold: {s:.3f}  {_where(a)}  ~  {_where(b)}",
-                          markup=False)
+            console.print(
+                f"  closest pair below the threshold: {s:.3f}  {_where(a)}  ~  {_where(b)}", markup=False
+            )
         elif not report.near_duplicates:
             console.print(f"  no pair above {max(0.0, threshold - NEAR_MISS):.2f}", markup=False)
     for note in report.notes:
@@ -508,26 +552,48 @@ def run_check(root: Path | None = None, *, threshold: float = 0.9, embeddings: b
     return report
 
 
-def check_banks(root: Path | None = None, *, threshold: float = 0.9, embeddings: bool = True,
-                targets: Targets = PAPER_TARGETS, console: Console | None = None,
-                use_cache: bool = True) -> int:
+def check_banks(
+    root: Path | None = None,
+    *,
+    threshold: float = 0.9,
+    embeddings: bool = True,
+    targets: Targets = PAPER_TARGETS,
+    console: Console | None = None,
+    use_cache: bool = True,
+) -> int:
     """Print the check report; exit code 1 on any schema error, duplicate, near duplicate or shortfall."""
     t0 = time.perf_counter()
     console = console or Console(highlight=False, soft_wrap=True)
-    report = run_check(root, threshold=threshold, embeddings=embeddings, targets=targets, console=console,
-                       use_cache=use_cache)
+    report = run_check(
+        root,
+        threshold=threshold,
+        embeddings=embeddings,
+        targets=targets,
+        console=console,
+        use_cache=use_cache,
+    )
     elapsed = time.perf_counter() - t0
     if report.ok:
         console.print(f"[bold green]banks OK[/] (checked in {elapsed:.1f} s)")
         return 0
-    parts = [f"{len(report.fatal)} unreadable file(s)" if report.fatal else "",
-             f"{len(report.shortfalls)} size shortfall(s)" if report.shortfalls else "",
-             f"{len(report.schema_errors)} schema error(s)" if report.schema_errors else "",
-             f"{len(report.exact_duplicates)} exact duplicate(s)" if report.exact_duplicates else "",
-             f"{len(report.near_duplicates)} near duplicate(s)" if report.near_duplicates else ""]
+    parts = [
+        f"{len(report.fatal)} unreadable file(s)" if report.fatal else "",
+        f"{len(report.shortfalls)} size shortfall(s)" if report.shortfalls else "",
+        f"{len(report.schema_errors)} schema error(s)" if report.schema_errors else "",
+        f"{len(report.exact_duplicates)} exact duplicate(s)" if report.exact_duplicates else "",
+        f"{len(report.near_duplicates)} near duplicate(s)" if report.near_duplicates else "",
+    ]
     console.print(f"[bold red]banks FAIL:[/] {', '.join(p for p in parts if p)} (checked in {elapsed:.1f} s)")
     return 1
 
 
-__all__ = ["PAPER_TARGETS", "Embedder", "Report", "Targets", "check_banks", "normalise_text", "run_check",
-           "similar_pairs"]
+__all__ = [
+    "PAPER_TARGETS",
+    "Embedder",
+    "Report",
+    "Targets",
+    "check_banks",
+    "normalise_text",
+    "run_check",
+    "similar_pairs",
+]

@@ -53,7 +53,8 @@ class ProposedRules(BaseModel):
     """What the LLM must answer: a list of new rule texts."""
 
     rules: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_RULE_CHARS)]] = Field(
-        min_length=1, max_length=40)
+        min_length=1, max_length=40
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,7 +149,9 @@ class Screen:
 # --------------------------------------------------------------------------------------------------
 
 
-def _resolve_group(banks: Banks, category: str | None, industry: str | None) -> tuple[str, str, list[Rule], str]:
+def _resolve_group(
+    banks: Banks, category: str | None, industry: str | None
+) -> tuple[str, str, list[Rule], str]:
     """(kind, slug, seed pool, description for the prompt)."""
     if (category is None) == (industry is None):
         raise ConfigError("give exactly one of category or industry")
@@ -169,18 +172,26 @@ def _resolve_group(banks: Banks, category: str | None, industry: str | None) -> 
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown category {category!r} (no rules/misc/{slug}.txt){hint}")
     label = CATEGORY_LABELS.get(slug, slug.replace("-", " "))
-    return ("category", slug, pool,
-            f"AI assistants of any kind of business, in the rule category \"{label}\" (generic rules that "
-            f"fit many industries and are about {label})")
+    return (
+        "category",
+        slug,
+        pool,
+        f'AI assistants of any kind of business, in the rule category "{label}" (generic rules that '
+        f"fit many industries and are about {label})",
+    )
 
 
 CATEGORY_LABELS = {
-    "hipaa": "HIPAA (US health privacy)", "gdpr": "GDPR (EU data protection)",
-    "dodd-frank": "Dodd-Frank (US consumer finance)", "sec": "SEC (US securities communications)",
-    "ferpa": "FERPA (US student records)", "ip-consistency": "intellectual property consistency",
+    "hipaa": "HIPAA (US health privacy)",
+    "gdpr": "GDPR (EU data protection)",
+    "dodd-frank": "Dodd-Frank (US consumer finance)",
+    "sec": "SEC (US securities communications)",
+    "ferpa": "FERPA (US student records)",
+    "ip-consistency": "intellectual property consistency",
     "custom-pii": "custom personally identifiable information",
     "npc-instructions": "NPC (game character) instructions",
-    "tool-use": "tool use", "customer-hand-offs": "customer hand-offs to humans",
+    "tool-use": "tool use",
+    "customer-hand-offs": "customer hand-offs to humans",
 }
 
 
@@ -188,10 +199,21 @@ def _render_list(rules: Sequence[str]) -> str:
     return "\n".join(f"- {r}" for r in rules) if rules else "- (none)"
 
 
-async def expand(*, category: str | None = None, industry: str | None = None, target: int,
-                 model: str = "auto", out: Path | None = None, threshold: float = 0.9, seed: int = 0,
-                 root: Path | None = None, per_call: int = 10, parallel: int = 4, max_calls: int | None = None,
-                 console: Console | None = None) -> Path:
+async def expand(
+    *,
+    category: str | None = None,
+    industry: str | None = None,
+    target: int,
+    model: str = "auto",
+    out: Path | None = None,
+    threshold: float = 0.9,
+    seed: int = 0,
+    root: Path | None = None,
+    per_call: int = 10,
+    parallel: int = 4,
+    max_calls: int | None = None,
+    console: Console | None = None,
+) -> Path:
     """Propose `target` new rules for one industry or category; write them to a JSONL file; return its path."""
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     if target < 1:
@@ -205,8 +227,10 @@ async def expand(*, category: str | None = None, industry: str | None = None, ta
         raise ConfigError(f"{kind} {slug!r} has no rules to seed the expansion with")
     out = Path(out) if out else outputs_dir() / "candidates" / f"{slug}.jsonl"
     if out.resolve().is_relative_to(root.resolve()):
-        raise ConfigError(f"{out}: candidates must not be written inside the banks folder {root}; "
-                          f"review them first (see BANKS.md)")
+        raise ConfigError(
+            f"{out}: candidates must not be written inside the banks folder {root}; "
+            f"review them first (see BANKS.md)"
+        )
     spec = resolve_auto(model)
     config = EndpointConfig.parse(spec)
     template = load_prompt(PROMPT)
@@ -226,20 +250,31 @@ async def expand(*, category: str | None = None, industry: str | None = None, ta
     records: list[dict] = []
     calls = failed = proposed = 0
     client = LLMClient(cache=None)
-    console.print(f"expanding {kind} {slug!r} ({len(pool)} rules in the bank) with {spec}: "
-                  f"{target} candidate(s) wanted")
+    console.print(
+        f"expanding {kind} {slug!r} ({len(pool)} rules in the bank) with {spec}: {target} candidate(s) wanted"
+    )
 
     def request(call: int) -> LLMRequest:
         seeds = rng.sample(pool, min(8, len(pool)))
         seed_ids = {r.id for r in seeds}
         others = [r.text for r in pool if r.id not in seed_ids][:40]
         avoid = others + screen.accepted[-30:]
-        values = {"n_new": per_call, "scope": scope, "examples": _render_list([r.text for r in seeds]),
-                  "avoid": _render_list(avoid), "max_chars": MAX_RULE_CHARS, "batch": call + 1}
-        return LLMRequest(messages=template.render(**values),
-                          params=GenParams(temperature=0.9, max_tokens=150 * per_call + 300, seed=seed + call),
-                          output_schema=ProposedRules, stage=STAGE, prompt_hash=template.hash,
-                          variant=f"{slug}:{seed}:{call}")
+        values = {
+            "n_new": per_call,
+            "scope": scope,
+            "examples": _render_list([r.text for r in seeds]),
+            "avoid": _render_list(avoid),
+            "max_chars": MAX_RULE_CHARS,
+            "batch": call + 1,
+        }
+        return LLMRequest(
+            messages=template.render(**values),
+            params=GenParams(temperature=0.9, max_tokens=150 * per_call + 300, seed=seed + call),
+            output_schema=ProposedRules,
+            stage=STAGE,
+            prompt_hash=template.hash,
+            variant=f"{slug}:{seed}:{call}",
+        )
 
     try:
         while len(records) < target and calls < max_calls:
@@ -247,7 +282,9 @@ async def expand(*, category: str | None = None, industry: str | None = None, ta
             n = max(1, min(parallel, math.ceil(1.5 * remaining / per_call), max_calls - calls))
             reqs = [request(calls + k) for k in range(n)]
             calls += n
-            results = await asyncio.gather(*(client.complete(config, r) for r in reqs), return_exceptions=True)
+            results = await asyncio.gather(
+                *(client.complete(config, r) for r in reqs), return_exceptions=True
+            )
             for res in results:
                 if isinstance(res, FatalProviderError | ConfigError):
                     raise res
@@ -270,15 +307,21 @@ async def expand(*, category: str | None = None, industry: str | None = None, ta
                         rejected["not needed (target reached)"] += 1
                     else:
                         near = verdict.nearest
-                        records.append({
-                            "text": verdict.text, kind: slug, "model": spec,
-                            "nearest_existing": near.text if near else None,
-                            "similarity": round(verdict.similarity, 4),
-                            "nearest_existing_at": f"{Path(near.file).relative_to(root)}:{near.line}"
-                            if near else None,
-                        })
-            console.print(f"  {calls} request(s): {len(records)}/{target} accepted, {sum(rejected.values())} "
-                          f"rejected")
+                        records.append(
+                            {
+                                "text": verdict.text,
+                                kind: slug,
+                                "model": spec,
+                                "nearest_existing": near.text if near else None,
+                                "similarity": round(verdict.similarity, 4),
+                                "nearest_existing_at": f"{Path(near.file).relative_to(root)}:{near.line}"
+                                if near
+                                else None,
+                            }
+                        )
+            console.print(
+                f"  {calls} request(s): {len(records)}/{target} accepted, {sum(rejected.values())} rejected"
+            )
     finally:
         await client.aclose()
 
@@ -290,16 +333,23 @@ async def expand(*, category: str | None = None, industry: str | None = None, ta
     console.print(f"[bold]expand summary[/] for {kind} {slug!r} with {spec}")
     console.print(f"  requests: {calls} ({failed} failed); rules proposed: {proposed}")
     console.print(f"  accepted: {len(records)} of {target} wanted -> {out}")
-    dedup = ("sentence embeddings (" + embedder.name + ")" if embedder.kind == "embedding"
-             else "normalised-word cosine (embedding model not installed)")
-    console.print(f"  near duplicates judged by {dedup} at cosine >= {threshold:g}, against all "
-                  f"{len(bank_rules)} bank rules and the accepted candidates")
+    dedup = (
+        "sentence embeddings (" + embedder.name + ")"
+        if embedder.kind == "embedding"
+        else "normalised-word cosine (embedding model not installed)"
+    )
+    console.print(
+        f"  near duplicates judged by {dedup} at cosine >= {threshold:g}, against all "
+        f"{len(bank_rules)} bank rules and the accepted candidates"
+    )
     for reason, count in rejected.most_common():
         console.print(f"  rejected, {reason}: {count}")
     if errors:
         console.print(f"[yellow]note:[/] the bank has {len(errors)} problem(s); run `factory banks check`")
     if len(records) < target:
-        console.print(f"[yellow]only {len(records)} of {target} candidates survived after {calls} requests[/]")
+        console.print(
+            f"[yellow]only {len(records)} of {target} candidates survived after {calls} requests[/]"
+        )
     console.print("  the bank files were not modified")
     return out
 

@@ -22,11 +22,31 @@ from factory.paths import banks_dir
 USER_TRAITS = ("professions", "hobbies", "personalities", "locations")
 AGENT_TRAITS = ("roles", "tones", "locations", "industries")
 MISC_CATEGORIES = (
-    "tone", "style", "brand-consistency", "user-experience", "age-appropriateness", "hipaa", "gdpr",
-    "dodd-frank", "sec", "false-advertising", "ferpa", "discounts", "returns", "sales-conversion",
-    "product-offering", "sensitive-topics", "named-entities", "ip-consistency", "custom-pii",
-    "medical-anatomy", "customer-profile-use", "product-hallucination", "customer-hand-offs",
-    "npc-instructions", "tool-use",
+    "tone",
+    "style",
+    "brand-consistency",
+    "user-experience",
+    "age-appropriateness",
+    "hipaa",
+    "gdpr",
+    "dodd-frank",
+    "sec",
+    "false-advertising",
+    "ferpa",
+    "discounts",
+    "returns",
+    "sales-conversion",
+    "product-offering",
+    "sensitive-topics",
+    "named-entities",
+    "ip-consistency",
+    "custom-pii",
+    "medical-anatomy",
+    "customer-profile-use",
+    "product-hallucination",
+    "customer-hand-offs",
+    "npc-instructions",
+    "tool-use",
 )
 
 
@@ -147,7 +167,9 @@ def read_rules(path: Path, source: str, group: str, errors: list[str]) -> list[R
         except ValidationError as exc:
             errors.append(f"{path}:{lineno}: {exc.errors()[0]['msg']}")
             continue
-        rules.append(Rule(id=rule_id(text), text=text, source=source, group=group, file=str(path), line=lineno))
+        rules.append(
+            Rule(id=rule_id(text), text=text, source=source, group=group, file=str(path), line=lineno)
+        )
     return rules
 
 
@@ -168,7 +190,9 @@ def load_banks(root: Path | None = None, *, strict: bool = True) -> tuple[Banks,
         known.add(slug)
         path = ind_dir / f"{slug}.txt"
         if not path.exists():
-            errors.append(f"{path}: no rule file for industry {name!r} (listed in agent_traits/industries.txt)")
+            errors.append(
+                f"{path}: no rule file for industry {name!r} (listed in agent_traits/industries.txt)"
+            )
             continue
         banks.industry_rules[slug] = read_rules(path, "industry", slug, errors)
     if ind_dir.exists():

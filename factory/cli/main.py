@@ -18,8 +18,9 @@ from factory.paths import outputs_dir
 from factory.recipes import STAGES, load_recipe
 from factory.store.db import StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="DynaBench factory: data for dynamic guardian models.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="DynaBench factory: data for dynamic guardian models."
+)
 console = Console(stderr=True)
 
 DEFAULT_DB = "outputs/factory.duckdb"
@@ -63,7 +64,9 @@ def build(
     n: Annotated[int, typer.Option("--n", help="samples wanted in the final dataset, after filtering")],
     seed: Annotated[int, typer.Option(help="random seed; same seed + same model outputs = same dataset")] = 0,
     pipeline: Annotated[str, typer.Option(help="recipe name in pipelines/ or a YAML path")] = "dynabench",
-    model: Annotated[str | None, typer.Option(help="provider:model for every stage, e.g. openai:gpt-4o-mini")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="provider:model for every stage, e.g. openai:gpt-4o-mini")
+    ] = None,
     model_for: Annotated[list[str], typer.Option(help="STAGE=provider:model, repeatable")] = [],  # noqa: B006
     db: DbOpt = Path(DEFAULT_DB),
     progress: Annotated[bool, typer.Option(help="live progress display")] = True,
@@ -91,10 +94,14 @@ def build(
         console.print("interrupted: rerun the same command to resume (nothing paid is lost)")
         raise typer.Exit(130) from None
     dropped = ", ".join(f"{k}={v}" for k, v in sorted(summary.dropped.items())) or "none"
-    console.print(f"done: {summary.accepted} samples from {summary.slots} slots in {summary.wall_s:.1f}s; "
-                  f"dropped: {dropped}")
-    console.print(f"LLM: {summary.network_calls} calls paid, {summary.cache_hits} answered from cache, "
-                  f"${summary.cost_usd:.4f} spent this run")
+    console.print(
+        f"done: {summary.accepted} samples from {summary.slots} slots in {summary.wall_s:.1f}s; "
+        f"dropped: {dropped}"
+    )
+    console.print(
+        f"LLM: {summary.network_calls} calls paid, {summary.cache_hits} answered from cache, "
+        f"${summary.cost_usd:.4f} spent this run"
+    )
     if any(ep.provider == "local" for ep in endpoints.values()):
         console.print(f"[bold yellow]REMINDER:[/] {NOT_TRAINING_QUALITY}")
 
@@ -111,8 +118,10 @@ def status(db: DbOpt = Path(DEFAULT_DB)) -> None:
 
 
 @app.command()
-def stats(db: DbOpt = Path(DEFAULT_DB),
-          out: Annotated[Path | None, typer.Option(help="folder for the PNG histograms")] = None) -> None:
+def stats(
+    db: DbOpt = Path(DEFAULT_DB),
+    out: Annotated[Path | None, typer.Option(help="folder for the PNG histograms")] = None,
+) -> None:
     """Dataset statistics: policy size and turns (paper Table 2 / Figure 6), labels, filters, cost."""
     from factory.stats.report import stats_report
 
@@ -126,11 +135,13 @@ def stats(db: DbOpt = Path(DEFAULT_DB),
 
 
 @app.command("export")
-def export_cmd(out: Annotated[Path, typer.Option(help="output folder")],
-               db: DbOpt = Path(DEFAULT_DB),
-               seed: Annotated[int, typer.Option(help="seed of the split assignment")] = 0,
-               val_frac: Annotated[float, typer.Option(help="validation share")] = 0.05,
-               test_frac: Annotated[float, typer.Option(help="test share")] = 0.05) -> None:
+def export_cmd(
+    out: Annotated[Path, typer.Option(help="output folder")],
+    db: DbOpt = Path(DEFAULT_DB),
+    seed: Annotated[int, typer.Option(help="seed of the split assignment")] = 0,
+    val_frac: Annotated[float, typer.Option(help="validation share")] = 0.05,
+    test_frac: Annotated[float, typer.Option(help="test share")] = 0.05,
+) -> None:
     """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card."""
     from factory.export.hf import export
 
@@ -142,10 +153,12 @@ def export_cmd(out: Annotated[Path, typer.Option(help="output folder")],
 
 
 @app.command()
-def push(repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo id, e.g. org/dynabench-mine")],
-         data: Annotated[Path | None, typer.Option(help="an export folder; default: export --db first")] = None,
-         db: DbOpt = Path(DEFAULT_DB),
-         private: Annotated[bool, typer.Option(help="create the repo private")] = True) -> None:
+def push(
+    repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo id, e.g. org/dynabench-mine")],
+    data: Annotated[Path | None, typer.Option(help="an export folder; default: export --db first")] = None,
+    db: DbOpt = Path(DEFAULT_DB),
+    private: Annotated[bool, typer.Option(help="create the repo private")] = True,
+) -> None:
     """Push the dataset to the Hugging Face Hub with its dataset card (token from HF_TOKEN)."""
     from factory.export.push import hub_token, push_export
 
@@ -170,10 +183,11 @@ app.add_typer(banks_app, name="banks")
 
 
 @banks_app.command("check")
-def banks_check(threshold: Annotated[float, typer.Option(help="cosine similarity counted as near duplicate")] = 0.9,
-                root: Annotated[Path | None, typer.Option(help="banks folder")] = None,
-                no_embeddings: Annotated[bool, typer.Option(help="skip the embedding near-duplicate scan")] = False,
-                ) -> None:
+def banks_check(
+    threshold: Annotated[float, typer.Option(help="cosine similarity counted as near duplicate")] = 0.9,
+    root: Annotated[Path | None, typer.Option(help="banks folder")] = None,
+    no_embeddings: Annotated[bool, typer.Option(help="skip the embedding near-duplicate scan")] = False,
+) -> None:
     """Sizes, schema errors, exact and near duplicates; exit 1 when a bank is malformed."""
     from factory.banks.check import check_banks
 
@@ -182,46 +196,72 @@ def banks_check(threshold: Annotated[float, typer.Option(help="cosine similarity
 
 
 @banks_app.command("expand")
-def banks_expand(target: Annotated[int, typer.Option(help="candidates wanted")],
-                 category: Annotated[str | None, typer.Option(help="generic category slug")] = None,
-                 industry: Annotated[str | None, typer.Option(help="industry name or slug")] = None,
-                 model: Annotated[str, typer.Option(help="provider:model (default: auto)")] = "auto",
-                 out: Annotated[Path | None, typer.Option(help="candidates file (JSONL)")] = None,
-                 threshold: Annotated[float, typer.Option(help="near-duplicate cosine threshold")] = 0.9,
-                 seed: int = 0) -> None:
+def banks_expand(
+    target: Annotated[int, typer.Option(help="candidates wanted")],
+    category: Annotated[str | None, typer.Option(help="generic category slug")] = None,
+    industry: Annotated[str | None, typer.Option(help="industry name or slug")] = None,
+    model: Annotated[str, typer.Option(help="provider:model (default: auto)")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="candidates file (JSONL)")] = None,
+    threshold: Annotated[float, typer.Option(help="near-duplicate cosine threshold")] = 0.9,
+    seed: int = 0,
+) -> None:
     """Ask an LLM for new rules from seed rules; deduplicate; write candidates for review (never the bank)."""
     from factory.banks.expand import expand
 
     if (category is None) == (industry is None):
         _fail("give exactly one of --category or --industry")
-    path = _run_guarded(lambda: asyncio.run(expand(category=category, industry=industry, target=target,
-                                                   model=model, out=out, threshold=threshold, seed=seed)))
+    path = _run_guarded(
+        lambda: asyncio.run(
+            expand(
+                category=category,
+                industry=industry,
+                target=target,
+                model=model,
+                out=out,
+                threshold=threshold,
+                seed=seed,
+            )
+        )
+    )
     console.print(f"candidates written to {path}; review them, then append the good ones to the bank file")
 
 
 def _mount_training() -> None:
     """`train` and `eval` import torch/TRL (seconds): load them only when asked for."""
-    wanted = len(sys.argv) > 1 and sys.argv[1] in ("train", "eval") or os.environ.get("FACTORY_LOAD_TRAINING") == "1"
+    wanted = (
+        len(sys.argv) > 1
+        and sys.argv[1] in ("train", "eval")
+        or os.environ.get("FACTORY_LOAD_TRAINING") == "1"
+    )
     if wanted:
         try:
             from training.cli import eval_command, train_app
         except ImportError as exc:
             missing = str(exc)
         else:
-            app.add_typer(train_app, name="train", help="Fine-tune a guardian model with TRL (SFT, GRPO, DPO).")
-            app.command("eval", help="Score a model or an LLM provider as a guardian on an export.")(eval_command)
+            app.add_typer(
+                train_app, name="train", help="Fine-tune a guardian model with TRL (SFT, GRPO, DPO)."
+            )
+            app.command("eval", help="Score a model or an LLM provider as a guardian on an export.")(
+                eval_command
+            )
             return
     else:
         missing = ""
 
     def _placeholder(name: str, help_text: str) -> None:
-        @app.command(name, help=help_text, context_settings={"allow_extra_args": True,
-                                                              "ignore_unknown_options": True})
+        @app.command(
+            name, help=help_text, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+        )
         def _cmd() -> None:
-            _fail(f"training is not installed ({missing}); run: pip install torch==2.13.0 && pip install -e '.[train]'")
+            _fail(
+                f"training is not installed ({missing}); run: pip install torch==2.13.0 && pip install -e '.[train]'"
+            )
 
     _placeholder("train", "Fine-tune a guardian model with TRL (SFT, GRPO, DPO). Needs the train extra.")
-    _placeholder("eval", "Score a model or an LLM provider as a guardian on an export. Needs the train extra.")
+    _placeholder(
+        "eval", "Score a model or an LLM provider as a guardian on an export. Needs the train extra."
+    )
 
 
 _mount_training()

@@ -39,17 +39,31 @@ def load_samples(db: Path) -> pl.DataFrame:
 def to_records(df: pl.DataFrame) -> list[dict]:
     records = []
     for r in df.iter_rows(named=True):
-        records.append({
-            "sample_id": r["sample_id"], "policy_id": r["policy_id"], "policy": r["policy"],
-            "transcript": r["transcript"], "label": r["label"], "rules": list(r["rules"]),
-            "turns": orjson.loads(r["turns_json"]), "rule_labels": orjson.loads(r["rule_labels_json"]),
-            "violated_rules": list(r["violated_rules"]), "explanation": r["explanation"],
-            "reasoning": r["reasoning"] or "", "trace_mode": r["trace_mode"], "industry": r["industry"],
-            "dynamic": r["dynamic"], "near_miss": bool(r["near_miss"]), "num_rules": r["num_rules"],
-            "num_turns": r["num_turns"], "intended_label": r["intended_label"],
-            "agrees_with_intent": bool(r["agrees_with_intent"]), "max_ambiguity": r["max_ambiguity"],
-            "models": r["models_json"],
-        })
+        records.append(
+            {
+                "sample_id": r["sample_id"],
+                "policy_id": r["policy_id"],
+                "policy": r["policy"],
+                "transcript": r["transcript"],
+                "label": r["label"],
+                "rules": list(r["rules"]),
+                "turns": orjson.loads(r["turns_json"]),
+                "rule_labels": orjson.loads(r["rule_labels_json"]),
+                "violated_rules": list(r["violated_rules"]),
+                "explanation": r["explanation"],
+                "reasoning": r["reasoning"] or "",
+                "trace_mode": r["trace_mode"],
+                "industry": r["industry"],
+                "dynamic": r["dynamic"],
+                "near_miss": bool(r["near_miss"]),
+                "num_rules": r["num_rules"],
+                "num_turns": r["num_turns"],
+                "intended_label": r["intended_label"],
+                "agrees_with_intent": bool(r["agrees_with_intent"]),
+                "max_ambiguity": r["max_ambiguity"],
+                "models": r["models_json"],
+            }
+        )
     return records
 
 
@@ -67,10 +81,14 @@ def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_f
         by_split[split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
     features = _features()
     # An empty split (small builds) still gets the full schema: from_list([]) would lose it.
-    dd = datasets.DatasetDict({
-        s: datasets.Dataset.from_list(rows, features=features) if rows
-        else datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-        for s, rows in by_split.items()})
+    dd = datasets.DatasetDict(
+        {
+            s: datasets.Dataset.from_list(rows, features=features)
+            if rows
+            else datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+            for s, rows in by_split.items()
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(str(out / "hf"))
     (out / "parquet").mkdir(exist_ok=True)
@@ -91,16 +109,36 @@ def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_f
 def _features():  # noqa: ANN202
     from datasets import Features, List, Value
 
-    return Features({
-        "sample_id": Value("string"), "policy_id": Value("string"), "policy": Value("string"),
-        "transcript": Value("string"), "label": Value("string"), "rules": List(Value("string")),
-        "turns": List({"role": Value("string"), "content": Value("string")}),
-        "rule_labels": List({"rule_index": Value("int32"), "label": Value("string"),
-                             "ambiguity": Value("int32"), "explanation": Value("string"),
-                             "violated_turns": List(Value("int32"))}),
-        "violated_rules": List(Value("int32")), "explanation": Value("string"), "reasoning": Value("string"),
-        "trace_mode": Value("string"), "industry": Value("string"), "dynamic": Value("string"),
-        "near_miss": Value("bool"), "num_rules": Value("int32"), "num_turns": Value("int32"),
-        "intended_label": Value("string"), "agrees_with_intent": Value("bool"), "max_ambiguity": Value("int32"),
-        "models": Value("string"),
-    })
+    return Features(
+        {
+            "sample_id": Value("string"),
+            "policy_id": Value("string"),
+            "policy": Value("string"),
+            "transcript": Value("string"),
+            "label": Value("string"),
+            "rules": List(Value("string")),
+            "turns": List({"role": Value("string"), "content": Value("string")}),
+            "rule_labels": List(
+                {
+                    "rule_index": Value("int32"),
+                    "label": Value("string"),
+                    "ambiguity": Value("int32"),
+                    "explanation": Value("string"),
+                    "violated_turns": List(Value("int32")),
+                }
+            ),
+            "violated_rules": List(Value("int32")),
+            "explanation": Value("string"),
+            "reasoning": Value("string"),
+            "trace_mode": Value("string"),
+            "industry": Value("string"),
+            "dynamic": Value("string"),
+            "near_miss": Value("bool"),
+            "num_rules": Value("int32"),
+            "num_turns": Value("int32"),
+            "intended_label": Value("string"),
+            "agrees_with_intent": Value("bool"),
+            "max_ambiguity": Value("int32"),
+            "models": Value("string"),
+        }
+    )

@@ -32,8 +32,18 @@ class Accounting:
         out: dict[str, Counter] = defaultdict(Counter)
         for (stage, _), c in self.by_key.items():
             agg = out[stage]
-            for name in ("calls", "network_calls", "cache_hits", "retries", "reasks", "failures",
-                         "input_tokens", "output_tokens", "cost_usd", "cost_cached_usd"):
+            for name in (
+                "calls",
+                "network_calls",
+                "cache_hits",
+                "retries",
+                "reasks",
+                "failures",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "cost_cached_usd",
+            ):
                 setattr(agg, name, getattr(agg, name) + getattr(c, name))
             agg.unpriced = agg.unpriced or c.unpriced
         return dict(out)
@@ -41,8 +51,18 @@ class Accounting:
     def total(self) -> Counter:
         agg = Counter()
         for c in self.by_stage().values():
-            for name in ("calls", "network_calls", "cache_hits", "retries", "reasks", "failures",
-                         "input_tokens", "output_tokens", "cost_usd", "cost_cached_usd"):
+            for name in (
+                "calls",
+                "network_calls",
+                "cache_hits",
+                "retries",
+                "reasks",
+                "failures",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "cost_cached_usd",
+            ):
                 setattr(agg, name, getattr(agg, name) + getattr(c, name))
             agg.unpriced = agg.unpriced or c.unpriced
         return agg

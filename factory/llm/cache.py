@@ -43,16 +43,33 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 """
 
 _COLUMNS = [
-    "key", "provider", "model", "stage", "prompt_hash", "request_json", "text", "finish_reason",
-    "input_tokens", "output_tokens", "cost_usd", "latency_s", "response_model", "created_at",
+    "key",
+    "provider",
+    "model",
+    "stage",
+    "prompt_hash",
+    "request_json",
+    "text",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_s",
+    "response_model",
+    "created_at",
 ]
 
 
 class RequestCache:
     """DuckDB-backed cache with a crash-safe journal. One instance per process and database."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, journal_path: Path, flush_every: int = 512,
-                 lock: threading.RLock | None = None) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        journal_path: Path,
+        flush_every: int = 512,
+        lock: threading.RLock | None = None,
+    ) -> None:
         self.con = con
         self.lock = lock or threading.RLock()
         self.journal_path = journal_path
@@ -86,29 +103,57 @@ class RequestCache:
                 # fetchall, never fetchone: DuckDB refuses register() while a result is unfinished
                 rows = self.con.execute(
                     "SELECT text, finish_reason, input_tokens, output_tokens, response_model "
-                    "FROM llm_calls WHERE key = ?", [key]).fetchall()
+                    "FROM llm_calls WHERE key = ?",
+                    [key],
+                ).fetchall()
             res = rows[0] if rows else None
             if res is None:
                 self.misses += 1
                 return None
             self.hits += 1
-            return RawCompletion(text=res[0], finish_reason=res[1] or "stop",
-                                 usage=Usage(input_tokens=res[2] or 0, output_tokens=res[3] or 0),
-                                 model=res[4] or "")
+            return RawCompletion(
+                text=res[0],
+                finish_reason=res[1] or "stop",
+                usage=Usage(input_tokens=res[2] or 0, output_tokens=res[3] or 0),
+                model=res[4] or "",
+            )
         self.hits += 1
-        return RawCompletion(text=row["text"], finish_reason=row["finish_reason"],
-                             usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
-                             model=row["response_model"])
+        return RawCompletion(
+            text=row["text"],
+            finish_reason=row["finish_reason"],
+            usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
+            model=row["response_model"],
+        )
 
     # -- writes ----------------------------------------------------------------------------
-    def put(self, key: str, *, provider: str, model: str, stage: str, prompt_hash: str,
-            request_json: str, completion: RawCompletion, cost_usd: float, latency_s: float) -> None:
+    def put(
+        self,
+        key: str,
+        *,
+        provider: str,
+        model: str,
+        stage: str,
+        prompt_hash: str,
+        request_json: str,
+        completion: RawCompletion,
+        cost_usd: float,
+        latency_s: float,
+    ) -> None:
         row = {
-            "key": key, "provider": provider, "model": model, "stage": stage,
-            "prompt_hash": prompt_hash, "request_json": request_json, "text": completion.text,
-            "finish_reason": completion.finish_reason, "input_tokens": completion.usage.input_tokens,
-            "output_tokens": completion.usage.output_tokens, "cost_usd": cost_usd,
-            "latency_s": latency_s, "response_model": completion.model, "created_at": time.time(),
+            "key": key,
+            "provider": provider,
+            "model": model,
+            "stage": stage,
+            "prompt_hash": prompt_hash,
+            "request_json": request_json,
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "input_tokens": completion.usage.input_tokens,
+            "output_tokens": completion.usage.output_tokens,
+            "cost_usd": cost_usd,
+            "latency_s": latency_s,
+            "response_model": completion.model,
+            "created_at": time.time(),
         }
         os.write(self._fd, orjson.dumps(row) + b"\n")
         self._pending[key] = row

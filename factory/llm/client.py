@@ -37,14 +37,18 @@ FailureSink = Callable[[dict[str, Any]], None]
 def make_provider(config: EndpointConfig) -> Provider:
     if config.provider == "openai":
         from factory.llm.providers.openai_provider import OpenAIProvider
+
         return OpenAIProvider(config)
     if config.provider == "anthropic":
         from factory.llm.providers.anthropic_provider import AnthropicProvider
+
         return AnthropicProvider(config)
     if config.provider == "google":
         from factory.llm.providers.google_provider import GoogleProvider
+
         return GoogleProvider(config)
     from factory.llm.providers.local_provider import LocalProvider
+
     return LocalProvider(config)
 
 
@@ -82,7 +86,7 @@ def validate_output(raw: RawCompletion, schema: type[BaseModel]) -> tuple[BaseMo
         return None, "the reply was empty"
     if text.startswith("```"):
         text = text.strip("`")
-        text = text[text.find("{"):] if "{" in text else text
+        text = text[text.find("{") :] if "{" in text else text
     try:
         return schema.model_validate_json(text), ""
     except ValidationError as exc:
@@ -94,8 +98,12 @@ def validate_output(raw: RawCompletion, schema: type[BaseModel]) -> tuple[BaseMo
 
 
 class LLMClient:
-    def __init__(self, cache: RequestCache | None = None, prices: PriceTable | None = None,
-                 failure_sink: FailureSink | None = None) -> None:
+    def __init__(
+        self,
+        cache: RequestCache | None = None,
+        prices: PriceTable | None = None,
+        failure_sink: FailureSink | None = None,
+    ) -> None:
         self.cache = cache
         self.prices = prices or PriceTable()
         self.accounting = Accounting()
@@ -155,25 +163,52 @@ class LLMClient:
                 if not self.prices.is_priced(config.model):
                     counter.unpriced = True
                 if self.cache is not None:
-                    self.cache.put(key, provider=config.provider, model=config.model, stage=request.stage,
-                                   prompt_hash=request.prompt_hash,
-                                   request_json=orjson.dumps(messages).decode(), completion=raw,
-                                   cost_usd=price_cost, latency_s=elapsed)
-            usage = Usage(input_tokens=usage.input_tokens + raw.usage.input_tokens,
-                          output_tokens=usage.output_tokens + raw.usage.output_tokens)
+                    self.cache.put(
+                        key,
+                        provider=config.provider,
+                        model=config.model,
+                        stage=request.stage,
+                        prompt_hash=request.prompt_hash,
+                        request_json=orjson.dumps(messages).decode(),
+                        completion=raw,
+                        cost_usd=price_cost,
+                        latency_s=elapsed,
+                    )
+            usage = Usage(
+                input_tokens=usage.input_tokens + raw.usage.input_tokens,
+                output_tokens=usage.output_tokens + raw.usage.output_tokens,
+            )
             cost += price_cost
             if schema is None:
                 counter.calls += 1
-                return LLMResponse(text=raw.text, provider=config.provider, model=config.model, usage=usage,
-                                   cost_usd=cost, latency_s=latency, finish_reason=raw.finish_reason,
-                                   cached=all_cached, attempts=attempts, key=key)
+                return LLMResponse(
+                    text=raw.text,
+                    provider=config.provider,
+                    model=config.model,
+                    usage=usage,
+                    cost_usd=cost,
+                    latency_s=latency,
+                    finish_reason=raw.finish_reason,
+                    cached=all_cached,
+                    attempts=attempts,
+                    key=key,
+                )
             parsed, error = validate_output(raw, schema)
             if parsed is not None:
                 counter.calls += 1
-                return LLMResponse(text=raw.text, parsed=parsed, provider=config.provider, model=config.model,
-                                   usage=usage, cost_usd=cost, latency_s=latency,
-                                   finish_reason=raw.finish_reason, cached=all_cached, attempts=attempts,
-                                   key=key)
+                return LLMResponse(
+                    text=raw.text,
+                    parsed=parsed,
+                    provider=config.provider,
+                    model=config.model,
+                    usage=usage,
+                    cost_usd=cost,
+                    latency_s=latency,
+                    finish_reason=raw.finish_reason,
+                    cached=all_cached,
+                    attempts=attempts,
+                    key=key,
+                )
             if attempt < config.max_reasks:
                 counter.reasks += 1
                 messages = messages + [
@@ -184,16 +219,29 @@ class LLMClient:
         assert raw is not None
         err = StructuredOutputError(
             f"no valid {schema.__name__} after {attempts} attempt(s): {error}",
-            provider=config.provider, model=config.model, raw_text=raw.text, attempts=attempts)
+            provider=config.provider,
+            model=config.model,
+            raw_text=raw.text,
+            attempts=attempts,
+        )
         if self.failure_sink is not None:
-            self.failure_sink({"key": key, "stage": request.stage, "provider": config.provider,
-                               "model": config.model, "error": str(err), "raw_text": raw.text,
-                               "attempts": attempts})
+            self.failure_sink(
+                {
+                    "key": key,
+                    "stage": request.stage,
+                    "provider": config.provider,
+                    "model": config.model,
+                    "error": str(err),
+                    "raw_text": raw.text,
+                    "attempts": attempts,
+                }
+            )
         raise err
 
     # -- identical requests in flight share one network call ----------------------------------
-    async def _send_coalesced(self, key: str, ep: Endpoint, messages: list[dict[str, Any]],
-                              request: LLMRequest, counter: Any) -> RawCompletion:
+    async def _send_coalesced(
+        self, key: str, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest, counter: Any
+    ) -> RawCompletion:
         future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -222,7 +270,9 @@ class LLMClient:
             raise
 
     # -- transport with retries -------------------------------------------------------------
-    async def _send_once(self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest) -> RawCompletion:
+    async def _send_once(
+        self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest
+    ) -> RawCompletion:
         await ep.wait_if_paused()
         estimate = _estimate_tokens(messages, request.params.max_tokens)
         async with ep.semaphore:
@@ -238,8 +288,9 @@ class LLMClient:
             ep.limiter.observe_headers(headers)
         return completion
 
-    async def _send(self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest,
-                    counter: Any) -> RawCompletion:
+    async def _send(
+        self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest, counter: Any
+    ) -> RawCompletion:
         try:  # fast path: no retry machinery unless something goes wrong
             return await self._send_once(ep, messages, request)
         except RetryableProviderError as first:
@@ -261,9 +312,12 @@ class LLMClient:
         else:
             await asyncio.sleep(random.uniform(0.25, 0.75))
         try:
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(RetryableProviderError),
-                                               stop=stop_after_attempt(ep.config.max_retries), wait=wait,
-                                               reraise=True):
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RetryableProviderError),
+                stop=stop_after_attempt(ep.config.max_retries),
+                wait=wait,
+                reraise=True,
+            ):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         counter.retries += 1
@@ -275,6 +329,14 @@ class LLMClient:
 
     def _record_transport_failure(self, ep: Endpoint, request: LLMRequest, exc: Exception) -> None:
         if self.failure_sink is not None:
-            self.failure_sink({"key": "", "stage": request.stage, "provider": ep.config.provider,
-                               "model": ep.config.model, "error": str(exc), "raw_text": "",
-                               "attempts": ep.config.max_retries + 1})
+            self.failure_sink(
+                {
+                    "key": "",
+                    "stage": request.stage,
+                    "provider": ep.config.provider,
+                    "model": ep.config.model,
+                    "error": str(exc),
+                    "raw_text": "",
+                    "attempts": ep.config.max_retries + 1,
+                }
+            )

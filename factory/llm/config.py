@@ -52,10 +52,13 @@ class EndpointConfig(BaseModel):
         if ":" not in spec:
             raise ConfigError(
                 f"model spec {spec!r} must look like 'provider:model', e.g. 'openai:gpt-4o-mini'; "
-                f"providers: openai, anthropic, google, local")
+                f"providers: openai, anthropic, google, local"
+            )
         provider, model = spec.split(":", 1)
         if provider not in API_KEY_ENV:
-            raise ConfigError(f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, google or local")
+            raise ConfigError(
+                f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, google or local"
+            )
         return cls(provider=provider, model=model, **overrides)  # type: ignore[arg-type]
 
     @property

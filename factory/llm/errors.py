@@ -16,7 +16,9 @@ class LLMError(Exception):
 class FatalProviderError(LLMError):
     """Not worth retrying: bad request, bad or missing credentials, forbidden, unknown model."""
 
-    def __init__(self, message: str, *, provider: str = "", model: str = "", status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, provider: str = "", model: str = "", status: int | None = None
+    ) -> None:
         self.status = status
         super().__init__(message, provider=provider, model=model)
 
@@ -41,8 +43,9 @@ class RetryableProviderError(LLMError):
 class StructuredOutputError(LLMError):
     """The model never produced output matching the schema, re-asks included. Keeps the raw text."""
 
-    def __init__(self, message: str, *, provider: str = "", model: str = "", raw_text: str = "",
-                 attempts: int = 0) -> None:
+    def __init__(
+        self, message: str, *, provider: str = "", model: str = "", raw_text: str = "", attempts: int = 0
+    ) -> None:
         self.raw_text = raw_text
         self.attempts = attempts
         super().__init__(message, provider=provider, model=model)

@@ -70,7 +70,8 @@ class Committer:
                 self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if self.ctx.recipe.filters.near_duplicates:
             for policy, transcript in store.query(
-                    "SELECT policy, transcript FROM samples WHERE slot < ? ORDER BY slot", [self.cursor]):
+                "SELECT policy, transcript FROM samples WHERE slot < ? ORDER BY slot", [self.cursor]
+            ):
                 self.policies.add(policy)
                 self.dialogues.add(transcript)
 
@@ -87,11 +88,15 @@ class Committer:
     def _commit(self, r: SlotResult) -> None:
         store = self.ctx.store
         for stage, reason, detail in r.notes:
-            store.add("filter_log", {"slot": r.slot, "stage": stage, "reason": reason, "detail": detail,
-                                     "dropped": False})
+            store.add(
+                "filter_log",
+                {"slot": r.slot, "stage": stage, "reason": reason, "detail": detail, "dropped": False},
+            )
         if r.sample is not None and self.ctx.recipe.filters.near_duplicates:
-            for index, field, reason in ((self.policies, "policy", "duplicate_policy"),
-                                         (self.dialogues, "transcript", "duplicate_dialogue")):
+            for index, field, reason in (
+                (self.policies, "policy", "duplicate_policy"),
+                (self.dialogues, "transcript", "duplicate_dialogue"),
+            ):
                 hit = index.seen(r.sample[field])
                 if hit:
                     self._drop(r.slot, "filter", reason, f"{hit} duplicate of an accepted sample")
@@ -108,7 +113,9 @@ class Committer:
 
     def _drop(self, slot: int, stage: str, reason: str, detail: str) -> None:
         store = self.ctx.store
-        store.add("filter_log", {"slot": slot, "stage": stage, "reason": reason, "detail": detail, "dropped": True})
+        store.add(
+            "filter_log", {"slot": slot, "stage": stage, "reason": reason, "detail": detail, "dropped": True}
+        )
         store.add("slot_status", {"slot": slot, "status": "dropped", "reason": reason})
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
@@ -117,8 +124,15 @@ def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict:
     return {stage: recipe.endpoint(recipe.model_spec(stage, overrides)) for stage in STAGES}
 
 
-async def build(db: Path, recipe: Recipe, n: int, seed: int, model_overrides: dict[str, str] | None = None,
-                progress: bool = True, banks_root: Path | None = None) -> BuildSummary:
+async def build(
+    db: Path,
+    recipe: Recipe,
+    n: int,
+    seed: int,
+    model_overrides: dict[str, str] | None = None,
+    progress: bool = True,
+    banks_root: Path | None = None,
+) -> BuildSummary:
     if n < 1:
         raise ConfigError("--n must be at least 1")
     banks, _ = load_banks(banks_root)
@@ -126,14 +140,26 @@ async def build(db: Path, recipe: Recipe, n: int, seed: int, model_overrides: di
     store = Store(db)
     _check_previous_run(store, seed, recipe)
     run_id = uuid.uuid4().hex[:12]
-    store.add("runs", {"run_id": run_id, "started_at": time.time(), "seed": seed, "n_target": n,
-                       "pipeline": recipe.name, "status": "running", "finished_at": None,
-                       "config_json": orjson.dumps({"recipe": recipe.model_dump(mode="json"),
-                                                    "endpoints": {k: v.model_dump(mode="json")
-                                                                  for k, v in endpoints.items()}}).decode()})
+    store.add(
+        "runs",
+        {
+            "run_id": run_id,
+            "started_at": time.time(),
+            "seed": seed,
+            "n_target": n,
+            "pipeline": recipe.name,
+            "status": "running",
+            "finished_at": None,
+            "config_json": orjson.dumps(
+                {
+                    "recipe": recipe.model_dump(mode="json"),
+                    "endpoints": {k: v.model_dump(mode="json") for k, v in endpoints.items()},
+                }
+            ).decode(),
+        },
+    )
     store.flush()
-    client = LLMClient(cache=store.cache, prices=PriceTable.from_mapping(recipe.pricing),
-                       failure_sink=None)
+    client = LLMClient(cache=store.cache, prices=PriceTable.from_mapping(recipe.pricing), failure_sink=None)
     ctx = BuildContext(store=store, client=client, banks=banks, recipe=recipe, seed=seed, endpoints=endpoints)
     committer = Committer(ctx, n)
     committer.restore()
@@ -149,17 +175,22 @@ async def build(db: Path, recipe: Recipe, n: int, seed: int, model_overrides: di
     try:
         with display:
             while not committer.done:
-                while (len(in_flight) < window and next_slot < max_slots
-                       and next_slot - committer.cursor < 4 * window):
+                while (
+                    len(in_flight) < window
+                    and next_slot < max_slots
+                    and next_slot - committer.cursor < 4 * window
+                ):
                     in_flight[next_slot] = asyncio.ensure_future(run_slot(ctx, next_slot))
                     next_slot += 1
                 if not in_flight:
                     raise RuntimeError(
                         f"gave up after {max_slots} slots with {committer.accepted}/{n} samples accepted: "
                         f"drops by reason {committer.dropped}. Check `factory stats` and llm_failures, "
-                        f"or raise oversample_cap in the recipe.")
-                finished, _ = await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED,
-                                                 timeout=1.0)
+                        f"or raise oversample_cap in the recipe."
+                    )
+                finished, _ = await asyncio.wait(
+                    in_flight.values(), return_when=asyncio.FIRST_COMPLETED, timeout=1.0
+                )
                 for task in finished:
                     result = task.result()  # fatal provider/config errors propagate from here
                     del in_flight[result.slot]
@@ -174,12 +205,21 @@ async def build(db: Path, recipe: Recipe, n: int, seed: int, model_overrides: di
         await client.aclose()
         status = "finished" if committer.done else "interrupted"
         store.flush()
-        store.query("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, time.time(), run_id])
+        store.query(
+            "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, time.time(), run_id]
+        )
         store.close()
     total = client.accounting.total()
-    return BuildSummary(accepted=committer.accepted, dropped=dict(committer.dropped), slots=committer.cursor,
-                        network_calls=total.network_calls, cache_hits=total.cache_hits,
-                        cost_usd=total.cost_usd, wall_s=time.monotonic() - start, db=db)
+    return BuildSummary(
+        accepted=committer.accepted,
+        dropped=dict(committer.dropped),
+        slots=committer.cursor,
+        network_calls=total.network_calls,
+        cache_hits=total.cache_hits,
+        cost_usd=total.cost_usd,
+        wall_s=time.monotonic() - start,
+        db=db,
+    )
 
 
 def _check_previous_run(store: Store, seed: int, recipe: Recipe) -> None:
@@ -188,4 +228,5 @@ def _check_previous_run(store: Store, seed: int, recipe: Recipe) -> None:
         raise ConfigError(
             f"{store.path} holds a build with seed {rows[0][0]} and pipeline {rows[0][1]!r}; "
             f"resuming it with seed {seed} and pipeline {recipe.name!r} would mix datasets. "
-            f"Use another --db, or the same --seed and --pipeline.")
+            f"Use another --db, or the same --seed and --pipeline."
+        )

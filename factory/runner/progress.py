@@ -60,8 +60,10 @@ class Progress:
         stages = acc.by_stage()
         elapsed = max(1e-6, time.monotonic() - self.start)
         rate, eta = self._eta()
-        table = Table(title=f"factory build: {self.committer.accepted}/{self.n} samples  "
-                            f"({rate:.1f}/s, ETA {eta}, dropped {sum(self.committer.dropped.values())})")
+        table = Table(
+            title=f"factory build: {self.committer.accepted}/{self.n} samples  "
+            f"({rate:.1f}/s, ETA {eta}, dropped {sum(self.committer.dropped.values())})"
+        )
         for col in ("stage", "done", "failed", "rate/s", "calls", "cached", "tokens in/out", "cost $"):
             table.add_column(col, justify="right" if col != "stage" else "left")
         for name in STAGE_ORDER:
@@ -70,10 +72,16 @@ class Progress:
             if c is None and s is None:
                 continue
             done = c.done if c else 0
-            table.add_row(name, f"{done:,}", f"{c.failed if c else 0:,}", f"{done / elapsed:.1f}",
-                          f"{s.network_calls:,}" if s else "-", f"{s.cache_hits:,}" if s else "-",
-                          f"{s.input_tokens:,}/{s.output_tokens:,}" if s else "-",
-                          (f"{s.cost_usd:.4f}" + ("*" if s.unpriced else "")) if s else "-")
+            table.add_row(
+                name,
+                f"{done:,}",
+                f"{c.failed if c else 0:,}",
+                f"{done / elapsed:.1f}",
+                f"{s.network_calls:,}" if s else "-",
+                f"{s.cache_hits:,}" if s else "-",
+                f"{s.input_tokens:,}/{s.output_tokens:,}" if s else "-",
+                (f"{s.cost_usd:.4f}" + ("*" if s.unpriced else "")) if s else "-",
+            )
         return table
 
     def _line(self, force: bool = False) -> None:
@@ -83,6 +91,10 @@ class Progress:
         self._last_line = now
         tot = self.ctx.client.accounting.total()
         rate, eta = self._eta()
-        print(f"[build] {self.committer.accepted}/{self.n} samples, dropped {sum(self.committer.dropped.values())}, "
-              f"{rate:.1f}/s, ETA {eta}, calls {tot.network_calls} (+{tot.cache_hits} cached), "
-              f"tokens {tot.input_tokens}/{tot.output_tokens}, ${tot.cost_usd:.4f}", file=sys.stderr, flush=True)
+        print(
+            f"[build] {self.committer.accepted}/{self.n} samples, dropped {sum(self.committer.dropped.values())}, "
+            f"{rate:.1f}/s, ETA {eta}, calls {tot.network_calls} (+{tot.cache_hits} cached), "
+            f"tokens {tot.input_tokens}/{tot.output_tokens}, ${tot.cost_usd:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -33,8 +33,14 @@ async def run_slot(ctx: BuildContext, slot: int) -> SlotResult:
 
 async def _run(ctx: BuildContext, slot: int) -> SlotResult:
     recipe = ctx.recipe
-    policy = compose_policy(ctx.banks, ctx.seed, slot, recipe.policy.rules_law, recipe.policy.industry_share,
-                            recipe.policy.max_categories)
+    policy = compose_policy(
+        ctx.banks,
+        ctx.seed,
+        slot,
+        recipe.policy.rules_law,
+        recipe.policy.industry_share,
+        recipe.policy.max_categories,
+    )
     ctx.store.add("policies", policy.row())
     ctx.count("compose").done += 1
     rules = await paraphrase(ctx, policy)
@@ -45,8 +51,11 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
 
     max_amb = max(lab.ambiguity for lab in labels)
     if max_amb > recipe.label.ambiguity_threshold:
-        raise SlotDropped("filter", "ambiguous_label",
-                          f"max ambiguity {max_amb} > threshold {recipe.label.ambiguity_threshold}")
+        raise SlotDropped(
+            "filter",
+            "ambiguous_label",
+            f"max ambiguity {max_amb} > threshold {recipe.label.ambiguity_threshold}",
+        )
     violated = [lab.rule_index for lab in labels if lab.label == "VIOLATED"]
     label = "FAIL" if violated else "PASS"
     intended = "FAIL" if dialogue.dynamic in BREAKS else "PASS"
@@ -54,24 +63,48 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
     if not agrees:
         if recipe.label.on_intent_disagreement == "drop":
             raise SlotDropped("filter", "intent_disagreement", f"intended {intended}, labelled {label}")
-        result.notes.append(("filter", "intent_disagreement", f"intended {intended}, labelled {label} (kept)"))
+        result.notes.append(
+            ("filter", "intent_disagreement", f"intended {intended}, labelled {label} (kept)")
+        )
 
     trace = build_trace(ctx.seed, slot, labels, recipe.traces)
     for flag in trace.flags:
         result.notes.append(("traces", flag, "reasoning dropped, sample kept in answer mode"))
-    ctx.store.add("traces", {"slot": slot, "mode": trace.mode, "reasoning": trace.reasoning,
-                             "explanation": trace.explanation, "quality_flags": trace.flags})
+    ctx.store.add(
+        "traces",
+        {
+            "slot": slot,
+            "mode": trace.mode,
+            "reasoning": trace.reasoning,
+            "explanation": trace.explanation,
+            "quality_flags": trace.flags,
+        },
+    )
     ctx.count("traces").done += 1
     models = {stage: ctx.endpoints[stage].spec for stage in ("paraphrase", "persona", "dialogue", "label")}
     result.sample = {
-        "slot": slot, "sample_id": dialogue.sample_id, "policy_id": policy.policy_id, "industry": policy.industry,
-        "policy": numbered(rules), "transcript": transcript(dialogue.turns), "label": label, "rules": rules,
+        "slot": slot,
+        "sample_id": dialogue.sample_id,
+        "policy_id": policy.policy_id,
+        "industry": policy.industry,
+        "policy": numbered(rules),
+        "transcript": transcript(dialogue.turns),
+        "label": label,
+        "rules": rules,
         "turns_json": orjson.dumps(dialogue.turns).decode(),
         "rule_labels_json": orjson.dumps([lab.public() for lab in labels]).decode(),
-        "violated_rules": violated, "explanation": trace.explanation, "reasoning": trace.reasoning,
-        "trace_mode": trace.mode, "dynamic": dialogue.dynamic, "near_miss": dialogue.near_miss,
-        "intended_label": intended, "agrees_with_intent": agrees, "num_rules": len(rules),
-        "num_turns": dialogue.num_turns, "max_ambiguity": max_amb, "user_persona": people.user,
+        "violated_rules": violated,
+        "explanation": trace.explanation,
+        "reasoning": trace.reasoning,
+        "trace_mode": trace.mode,
+        "dynamic": dialogue.dynamic,
+        "near_miss": dialogue.near_miss,
+        "intended_label": intended,
+        "agrees_with_intent": agrees,
+        "num_rules": len(rules),
+        "num_turns": dialogue.num_turns,
+        "max_ambiguity": max_amb,
+        "user_persona": people.user,
         "agent_persona": f"{people.agent_name} ({people.company}): {people.agent}",
         "models_json": orjson.dumps(models).decode(),
     }

@@ -17,14 +17,26 @@ class ComposedPolicy:
     rules: list[Rule]
 
     def row(self) -> dict:
-        return {"slot": self.slot, "policy_id": self.policy_id, "industry": self.industry,
-                "rule_ids": [r.id for r in self.rules], "rule_sources": [r.source for r in self.rules],
-                "rule_groups": [r.group for r in self.rules], "rules": [r.text for r in self.rules],
-                "num_rules": len(self.rules)}
+        return {
+            "slot": self.slot,
+            "policy_id": self.policy_id,
+            "industry": self.industry,
+            "rule_ids": [r.id for r in self.rules],
+            "rule_sources": [r.source for r in self.rules],
+            "rule_groups": [r.group for r in self.rules],
+            "rules": [r.text for r in self.rules],
+            "num_rules": len(self.rules),
+        }
 
 
-def compose_policy(banks: Banks, seed: int, slot: int, law: SizeLaw, industry_share: tuple[float, float],
-                   max_categories: int = 4) -> ComposedPolicy:
+def compose_policy(
+    banks: Banks,
+    seed: int,
+    slot: int,
+    law: SizeLaw,
+    industry_share: tuple[float, float],
+    max_categories: int = 4,
+) -> ComposedPolicy:
     """Draw n rules: a share from the industry's own rules, the rest from 1-4 generic categories.
 
     Generic categories are picked first and drawn from as themes; if they run dry, the remaining
@@ -59,5 +71,3 @@ def compose_policy(banks: Banks, seed: int, slot: int, law: SizeLaw, industry_sh
 
 def numbered(rules: list[str]) -> str:
     return "\n".join(f"{i}. {text}" for i, text in enumerate(rules, start=1))
-
-

@@ -30,7 +30,7 @@ _BITS = np.arange(64, dtype=np.uint64)
 def simhash(text: str, n: int = 3) -> int:
     """64-bit SimHash over word n-grams (vectorised: one row of bits per n-gram)."""
     words = WORD.findall(text.lower())
-    grams = [" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))]
+    grams = [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))]
     hashes = np.fromiter((_h64(g) for g in grams), dtype=np.uint64, count=len(grams))
     ones = ((hashes[:, None] >> _BITS) & np.uint64(1)).sum(axis=0)
     positive = ones * 2 > len(grams)  # more n-grams set the bit than clear it

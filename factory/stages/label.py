@@ -24,8 +24,13 @@ class RuleLabel:
     judgements: list[TurnJudgement]
 
     def public(self) -> dict:
-        return {"rule_index": self.rule_index, "label": self.label, "ambiguity": self.ambiguity,
-                "explanation": self.explanation, "violated_turns": self.violated_turns}
+        return {
+            "rule_index": self.rule_index,
+            "label": self.label,
+            "ambiguity": self.ambiguity,
+            "explanation": self.explanation,
+            "violated_turns": self.violated_turns,
+        }
 
 
 def aggregate(rule_index: int, judgements: list[TurnJudgement]) -> RuleLabel:
@@ -35,30 +40,58 @@ def aggregate(rule_index: int, judgements: list[TurnJudgement]) -> RuleLabel:
     """
     violated = [k for k, j in enumerate(judgements, start=1) if j.label == "VIOLATED"]
     decisive = judgements[violated[0] - 1] if violated else max(judgements, key=lambda j: j.ambiguity)
-    return RuleLabel(rule_index=rule_index, label="VIOLATED" if violated else "NOT VIOLATED",
-                     ambiguity=max(j.ambiguity for j in judgements), violated_turns=violated,
-                     discussion=decisive.discussion.strip(), explanation=decisive.explanation.strip(),
-                     judgements=judgements)
+    return RuleLabel(
+        rule_index=rule_index,
+        label="VIOLATED" if violated else "NOT VIOLATED",
+        ambiguity=max(j.ambiguity for j in judgements),
+        violated_turns=violated,
+        discussion=decisive.discussion.strip(),
+        explanation=decisive.explanation.strip(),
+        judgements=judgements,
+    )
 
 
-async def label_rule(ctx: BuildContext, slot: int, rule_index: int, rule: str, dialogue: Dialogue) -> RuleLabel:
+async def label_rule(
+    ctx: BuildContext, slot: int, rule_index: int, rule: str, dialogue: Dialogue
+) -> RuleLabel:
     n = dialogue.num_turns
     response, prompt_hash = await stage_call(
-        ctx, "label", "label", judgement_schema(n), slot=slot, temperature=ctx.recipe.label.temperature,
-        max_tokens=300 + 450 * n, rule=rule, n_turns=n, transcript=numbered_transcript(dialogue.turns))
+        ctx,
+        "label",
+        "label",
+        judgement_schema(n),
+        slot=slot,
+        temperature=ctx.recipe.label.temperature,
+        max_tokens=300 + 450 * n,
+        rule=rule,
+        n_turns=n,
+        transcript=numbered_transcript(dialogue.turns),
+    )
     result = aggregate(rule_index, list(response.parsed.judgements))
-    ctx.store.add("rule_labels", {
-        "slot": slot, "rule_index": rule_index, "label": result.label, "ambiguity": result.ambiguity,
-        "violated_turns": result.violated_turns, "discussion": result.discussion,
-        "explanation": result.explanation,
-        "turns_json": orjson.dumps([j.model_dump() for j in result.judgements]).decode(),
-        "model": ctx.endpoints["label"].spec, "prompt_hash": prompt_hash, "call_key": response.key})
+    ctx.store.add(
+        "rule_labels",
+        {
+            "slot": slot,
+            "rule_index": rule_index,
+            "label": result.label,
+            "ambiguity": result.ambiguity,
+            "violated_turns": result.violated_turns,
+            "discussion": result.discussion,
+            "explanation": result.explanation,
+            "turns_json": orjson.dumps([j.model_dump() for j in result.judgements]).decode(),
+            "model": ctx.endpoints["label"].spec,
+            "prompt_hash": prompt_hash,
+            "call_key": response.key,
+        },
+    )
     return result
 
 
 async def label_all(ctx: BuildContext, slot: int, rules: list[str], dialogue: Dialogue) -> list[RuleLabel]:
     """Judge every rule separately and concurrently; any failed rule drops the slot."""
-    tasks = [asyncio.ensure_future(label_rule(ctx, slot, i, r, dialogue)) for i, r in enumerate(rules, start=1)]
+    tasks = [
+        asyncio.ensure_future(label_rule(ctx, slot, i, r, dialogue)) for i, r in enumerate(rules, start=1)
+    ]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:

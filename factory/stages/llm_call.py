@@ -10,15 +10,29 @@ from factory.stages.context import BuildContext, SlotDropped
 from factory.stages.prompt_templates import load_prompt
 
 
-async def stage_call(ctx: BuildContext, stage: str, prompt: str, schema: type[BaseModel], *,
-                     slot: int, temperature: float, max_tokens: int, variant: str = "",
-                     **values: object) -> tuple[LLMResponse, str]:
+async def stage_call(
+    ctx: BuildContext,
+    stage: str,
+    prompt: str,
+    schema: type[BaseModel],
+    *,
+    slot: int,
+    temperature: float,
+    max_tokens: int,
+    variant: str = "",
+    **values: object,
+) -> tuple[LLMResponse, str]:
     """Returns (response, prompt_hash). Provider/validation failures become SlotDropped;
     fatal configuration errors (bad key, unknown model) propagate and stop the build."""
     template = load_prompt(prompt)
-    request = LLMRequest(messages=template.render(**values),
-                         params=GenParams(temperature=temperature, max_tokens=max_tokens, seed=ctx.seed),
-                         output_schema=schema, stage=stage, prompt_hash=template.hash, variant=variant)
+    request = LLMRequest(
+        messages=template.render(**values),
+        params=GenParams(temperature=temperature, max_tokens=max_tokens, seed=ctx.seed),
+        output_schema=schema,
+        stage=stage,
+        prompt_hash=template.hash,
+        variant=variant,
+    )
     counts = ctx.count(stage)
     counts.started += 1
     try:
@@ -27,9 +41,18 @@ async def stage_call(ctx: BuildContext, stage: str, prompt: str, schema: type[Ba
         raise  # bad key, unknown model...: stop the build, the message says what to fix
     except LLMError as exc:
         counts.failed += 1
-        ctx.store.add("llm_failures", {"slot": slot, "stage": stage, "provider": exc.provider, "model": exc.model,
-                                       "error": str(exc), "raw_text": getattr(exc, "raw_text", ""),
-                                       "attempts": getattr(exc, "attempts", 0)})
+        ctx.store.add(
+            "llm_failures",
+            {
+                "slot": slot,
+                "stage": stage,
+                "provider": exc.provider,
+                "model": exc.model,
+                "error": str(exc),
+                "raw_text": getattr(exc, "raw_text", ""),
+                "attempts": getattr(exc, "attempts", 0),
+            },
+        )
         raise SlotDropped(stage, "llm_failure", str(exc)[:300]) from exc
     counts.done += 1
     return response, template.hash

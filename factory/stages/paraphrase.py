@@ -12,8 +12,8 @@ from factory.stages.schemas import paraphrase_schema
 # keeps two slots that drew the same rules from sending the same request.
 STYLES = (
     "short imperative sentences addressed to the assistant",
-    "the second person, speaking to the assistant as \"you\"",
-    "the third person, as \"the agent must\" / \"the agent must not\"",
+    'the second person, speaking to the assistant as "you"',
+    'the third person, as "the agent must" / "the agent must not"',
     "the tone of an internal compliance handbook",
     "plain, friendly language a new support hire would understand",
     "precise, formal wording with conditions stated first",
@@ -26,11 +26,28 @@ async def paraphrase(ctx: BuildContext, policy: ComposedPolicy) -> list[str]:
     n = len(policy.rules)
     style = slot_rng(ctx.seed, policy.slot, "paraphrase").choice(STYLES)
     response, prompt_hash = await stage_call(
-        ctx, "paraphrase", "paraphrase", paraphrase_schema(n), slot=policy.slot,
-        temperature=ctx.recipe.paraphrase_temperature, max_tokens=200 + 120 * n,
-        n_rules=n, industry=policy.industry, style=style, rules=numbered([r.text for r in policy.rules]))
+        ctx,
+        "paraphrase",
+        "paraphrase",
+        paraphrase_schema(n),
+        slot=policy.slot,
+        temperature=ctx.recipe.paraphrase_temperature,
+        max_tokens=200 + 120 * n,
+        n_rules=n,
+        industry=policy.industry,
+        style=style,
+        rules=numbered([r.text for r in policy.rules]),
+    )
     rules = [r.strip() for r in response.parsed.rules]
-    ctx.store.add("paraphrases", {"slot": policy.slot, "policy_id": policy.policy_id, "rules": rules,
-                                  "model": ctx.endpoints["paraphrase"].spec, "prompt_hash": prompt_hash,
-                                  "call_key": response.key})
+    ctx.store.add(
+        "paraphrases",
+        {
+            "slot": policy.slot,
+            "policy_id": policy.policy_id,
+            "rules": rules,
+            "model": ctx.endpoints["paraphrase"].spec,
+            "prompt_hash": prompt_hash,
+            "call_key": response.key,
+        },
+    )
     return rules

@@ -30,25 +30,48 @@ def user_persona(ctx: BuildContext, slot: int) -> tuple[str, dict]:
         "personality": rng.choice(traits["personalities"]),
         "location": rng.choice(traits["locations"]),
     }
-    text = (f"A {t['age']}-year-old {t['profession']} from {t['location']} who enjoys {t['hobbies'][0]} "
-            f"and {t['hobbies'][1]}. Personality: {t['personality']}.")
+    text = (
+        f"A {t['age']}-year-old {t['profession']} from {t['location']} who enjoys {t['hobbies'][0]} "
+        f"and {t['hobbies'][1]}. Personality: {t['personality']}."
+    )
     return text, t
 
 
 async def personas(ctx: BuildContext, slot: int, industry: str) -> Personas:
     user_text, user_traits = user_persona(ctx, slot)
     rng = slot_rng(ctx.seed, slot, "agent")
-    agent_traits = {"industry": industry, "role": rng.choice(ctx.banks.agent["roles"]),
-                    "tone": rng.choice(ctx.banks.agent["tones"]),
-                    "location": rng.choice(ctx.banks.agent["locations"])}
+    agent_traits = {
+        "industry": industry,
+        "role": rng.choice(ctx.banks.agent["roles"]),
+        "tone": rng.choice(ctx.banks.agent["tones"]),
+        "location": rng.choice(ctx.banks.agent["locations"]),
+    }
     response, prompt_hash = await stage_call(
-        ctx, "persona", "agent_persona", AgentPersona, slot=slot,
-        temperature=ctx.recipe.persona_temperature, max_tokens=400, **agent_traits)
+        ctx,
+        "persona",
+        "agent_persona",
+        AgentPersona,
+        slot=slot,
+        temperature=ctx.recipe.persona_temperature,
+        max_tokens=400,
+        **agent_traits,
+    )
     p: AgentPersona = response.parsed
-    ctx.store.add("personas", {
-        "slot": slot, "user_persona": user_text, "user_traits_json": orjson.dumps(user_traits).decode(),
-        "agent_name": p.agent_name.strip(), "company": p.company.strip(), "agent_persona": p.persona.strip(),
-        "agent_traits_json": orjson.dumps(agent_traits).decode(), "model": ctx.endpoints["persona"].spec,
-        "prompt_hash": prompt_hash, "call_key": response.key})
-    return Personas(user=user_text, agent_name=p.agent_name.strip(), company=p.company.strip(),
-                    agent=p.persona.strip())
+    ctx.store.add(
+        "personas",
+        {
+            "slot": slot,
+            "user_persona": user_text,
+            "user_traits_json": orjson.dumps(user_traits).decode(),
+            "agent_name": p.agent_name.strip(),
+            "company": p.company.strip(),
+            "agent_persona": p.persona.strip(),
+            "agent_traits_json": orjson.dumps(agent_traits).decode(),
+            "model": ctx.endpoints["persona"].spec,
+            "prompt_hash": prompt_hash,
+            "call_key": response.key,
+        },
+    )
+    return Personas(
+        user=user_text, agent_name=p.agent_name.strip(), company=p.company.strip(), agent=p.persona.strip()
+    )

@@ -32,7 +32,9 @@ class PromptTemplate:
             system = self.system.substitute(values).strip()
             user = self.user.substitute(values).strip()
         except KeyError as exc:
-            raise PromptError(f"prompts/{self.name}.txt uses ${exc.args[0]} but the stage did not supply it") from exc
+            raise PromptError(
+                f"prompts/{self.name}.txt uses ${exc.args[0]} but the stage did not supply it"
+            ) from exc
         msgs = [Message(role="system", content=system)] if system else []
         msgs.append(Message(role="user", content=user))
         return msgs

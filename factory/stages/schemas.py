@@ -37,8 +37,10 @@ def paraphrase_schema(n_rules: int) -> type[BaseModel]:
     """{"rules": [exactly n_rules strings]}"""
     return create_model(
         f"ParaphrasedPolicy{n_rules}",
-        rules=(list[Annotated[str, StringConstraints(min_length=10, max_length=450)]],
-               Field(min_length=n_rules, max_length=n_rules)),
+        rules=(
+            list[Annotated[str, StringConstraints(min_length=10, max_length=450)]],
+            Field(min_length=n_rules, max_length=n_rules),
+        ),
     )
 
 

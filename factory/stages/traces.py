@@ -32,8 +32,10 @@ def explanation_for(labels: list[RuleLabel]) -> str:
     violated = [lab for lab in labels if lab.label == "VIOLATED"]
     if not violated:
         return "No rule is broken: the agent's replies stay within every rule of the policy."
-    parts = [f"{_rules_phrase([lab.rule_index for lab in violated])} "
-             f"{'is' if len(violated) == 1 else 'are'} broken."]
+    parts = [
+        f"{_rules_phrase([lab.rule_index for lab in violated])} "
+        f"{'is' if len(violated) == 1 else 'are'} broken."
+    ]
     for lab in violated[:3]:
         turns = ", ".join(str(t) for t in lab.violated_turns)
         parts.append(f"Rule {lab.rule_index} (agent turn {turns}): {lab.explanation}")
@@ -51,8 +53,10 @@ def reasoning_for(labels: list[RuleLabel]) -> str:
         paragraphs.append(f"Rule {lab.rule_index}: {lab.discussion} {verdict}")
     violated = [lab.rule_index for lab in labels if lab.label == "VIOLATED"]
     if violated:
-        paragraphs.append(f"{_rules_phrase(violated)} {'is' if len(violated) == 1 else 'are'} broken, "
-                          f"so the conversation does not comply with the policy.")
+        paragraphs.append(
+            f"{_rules_phrase(violated)} {'is' if len(violated) == 1 else 'are'} broken, "
+            f"so the conversation does not comply with the policy."
+        )
     else:
         paragraphs.append("Every rule is respected, so the conversation complies with the policy.")
     return "\n\n".join(paragraphs)

@@ -21,12 +21,18 @@ def _table(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
 def status_text(db: Path) -> str:
     con = _open(db)
     try:
-        runs = con.execute("SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+        runs = con.execute(
+            "SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchall()
         run = runs[0] if runs else None
         acc = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
-        drops = con.execute("SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC").fetchall()
-        calls = con.execute("SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
-                            "coalesce(sum(cost_usd),0) FROM llm_calls").fetchall()[0]
+        drops = con.execute(
+            "SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        calls = con.execute(
+            "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
+            "coalesce(sum(cost_usd),0) FROM llm_calls"
+        ).fetchall()[0]
         fails = con.execute("SELECT count(*) FROM llm_failures").fetchall()[0][0]
     finally:
         con.close()
@@ -35,8 +41,10 @@ def status_text(db: Path) -> str:
         lines.append(f"pipeline {run[0]}, seed {run[1]}, target {run[2]} samples, last run {run[3]}")
     lines.append(f"samples accepted: {acc}")
     lines.append("dropped: " + (", ".join(f"{r}={c}" for r, c in drops) or "none"))
-    lines.append(f"LLM calls paid: {calls[0]} ({calls[1]} in / {calls[2]} out tokens, ${calls[3]:.4f}); "
-                 f"failed calls: {fails}")
+    lines.append(
+        f"LLM calls paid: {calls[0]} ({calls[1]} in / {calls[2]} out tokens, ${calls[3]:.4f}); "
+        f"failed calls: {fails}"
+    )
     return "\n".join(lines)
 
 
@@ -48,50 +56,82 @@ def stats_report(db: Path, out: Path) -> str:
     """Text report; histograms as PNG files under `out`."""
     con = _open(db)
     try:
-        samples = _table(con, "SELECT num_rules, num_turns, label, dynamic, near_miss, agrees_with_intent, "
-                              "max_ambiguity, trace_mode, industry FROM samples")
-        filters = _table(con, "SELECT stage, reason, dropped, count(*) AS n FROM filter_log GROUP BY ALL ORDER BY n DESC")
+        samples = _table(
+            con,
+            "SELECT num_rules, num_turns, label, dynamic, near_miss, agrees_with_intent, "
+            "max_ambiguity, trace_mode, industry FROM samples",
+        )
+        filters = _table(
+            con, "SELECT stage, reason, dropped, count(*) AS n FROM filter_log GROUP BY ALL ORDER BY n DESC"
+        )
         amb = _table(con, "SELECT ambiguity FROM rule_labels")
-        cost = _table(con, "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
-                           "sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd FROM llm_calls GROUP BY ALL ORDER BY stage")
+        cost = _table(
+            con,
+            "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
+            "sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd FROM llm_calls GROUP BY ALL ORDER BY stage",
+        )
     finally:
         con.close()
     lines = [f"samples: {samples.height}"]
     if samples.height:
         lines.append("")
-        lines.append(f"{'':14}{'min':>6}{'max':>6}{'median':>8}{'mean':>8}   paper train (min/max/median/mean)")
+        lines.append(
+            f"{'':14}{'min':>6}{'max':>6}{'median':>8}{'mean':>8}   paper train (min/max/median/mean)"
+        )
         for name, col in (("policy size", "num_rules"), ("turns", "num_turns")):
             mn, mx, med, mean = _describe(samples[col])
             paper = PAPER_TRAIN["policy_size" if col == "num_rules" else "turns"]
-            lines.append(f"{name:14}{mn:>6}{mx:>6}{med:>8.1f}{mean:>8.2f}   {paper[0]}/{paper[1]}/{paper[2]}/{paper[3]}")
+            lines.append(
+                f"{name:14}{mn:>6}{mx:>6}{med:>8.1f}{mean:>8.2f}   {paper[0]}/{paper[1]}/{paper[2]}/{paper[3]}"
+            )
         lines.append("")
         labels = samples.group_by("label").len().sort("label")
-        lines.append("labels: " + ", ".join(f"{r['label']}={r['len']} ({r['len'] / samples.height:.1%})"
-                                            for r in labels.iter_rows(named=True)))
-        dyn = samples.group_by("dynamic").agg(pl.len().alias("n"), pl.col("agrees_with_intent").mean().alias("agree"))
-        lines.append("dynamics (n, label agrees with intent): " + ", ".join(
-            f"{r['dynamic']}={r['n']} ({r['agree']:.0%})" for r in dyn.sort("dynamic").iter_rows(named=True)))
+        lines.append(
+            "labels: "
+            + ", ".join(
+                f"{r['label']}={r['len']} ({r['len'] / samples.height:.1%})"
+                for r in labels.iter_rows(named=True)
+            )
+        )
+        dyn = samples.group_by("dynamic").agg(
+            pl.len().alias("n"), pl.col("agrees_with_intent").mean().alias("agree")
+        )
+        lines.append(
+            "dynamics (n, label agrees with intent): "
+            + ", ".join(
+                f"{r['dynamic']}={r['n']} ({r['agree']:.0%})"
+                for r in dyn.sort("dynamic").iter_rows(named=True)
+            )
+        )
         lines.append(f"intent/label agreement: {samples['agrees_with_intent'].mean():.1%}")
         lines.append(f"near-miss dialogues: {samples['near_miss'].sum()}")
         modes = samples.group_by("trace_mode").len().sort("trace_mode")
-        lines.append("trace modes: " + ", ".join(f"{r['trace_mode']}={r['len']}" for r in modes.iter_rows(named=True)))
+        lines.append(
+            "trace modes: " + ", ".join(f"{r['trace_mode']}={r['len']}" for r in modes.iter_rows(named=True))
+        )
         lines.append(f"industries covered: {samples['industry'].n_unique()}")
     if amb.height:
         hist = amb.group_by("ambiguity").len().sort("ambiguity")
-        lines.append("rule-label ambiguity (0-10): " + ", ".join(f"{r['ambiguity']}:{r['len']}"
-                                                                  for r in hist.iter_rows(named=True)))
+        lines.append(
+            "rule-label ambiguity (0-10): "
+            + ", ".join(f"{r['ambiguity']}:{r['len']}" for r in hist.iter_rows(named=True))
+        )
     lines.append("")
     lines.append("filters (dropped / kept-with-note):")
     if filters.height:
         for r in filters.iter_rows(named=True):
-            lines.append(f"  {r['stage']:8} {r['reason']:24} {'dropped' if r['dropped'] else 'noted':8} {r['n']}")
+            lines.append(
+                f"  {r['stage']:8} {r['reason']:24} {'dropped' if r['dropped'] else 'noted':8} {r['n']}"
+            )
     else:
         lines.append("  none")
     lines.append("")
     lines.append("LLM cost by stage and model (calls actually paid):")
     for r in cost.iter_rows(named=True):
-        lines.append(f"  {r['stage']:10} {r['model']:28} calls={r['calls']:<7} tokens={r['tokens_in']}/{r['tokens_out']}"
-                     f"  ${r['cost_usd']:.4f}")
+        lines.append(
+            f"  {r['stage']:10} {r['model']:28} calls={r['calls']:<7} tokens={r['tokens_in']}/{r['tokens_out']}"
+            f"  ${r['cost_usd']:.4f}"
+        )
     if cost.height:
         lines.append(f"  total ${cost['cost_usd'].sum():.4f}")
     _plots(samples, amb, out)
@@ -107,7 +147,10 @@ def _plots(samples: pl.DataFrame, amb: pl.DataFrame, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if samples.height:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        for ax, col, title in ((axes[0], "num_rules", "Rules per policy"), (axes[1], "num_turns", "Turns per dialogue")):
+        for ax, col, title in (
+            (axes[0], "num_rules", "Rules per policy"),
+            (axes[1], "num_turns", "Turns per dialogue"),
+        ):
             values = samples[col].to_list()
             ax.hist(values, bins=range(1, max(values) + 2), color="#4472c4", edgecolor="white")
             ax.set_yscale("log")
@@ -119,14 +162,18 @@ def _plots(samples: pl.DataFrame, amb: pl.DataFrame, out: Path) -> None:
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(4, 3))
         counts = samples.group_by("label").len().sort("label")
-        ax.bar(counts["label"].to_list(), counts["len"].to_list(), color=["#c00000", "#70ad47"][: counts.height])
+        ax.bar(
+            counts["label"].to_list(), counts["len"].to_list(), color=["#c00000", "#70ad47"][: counts.height]
+        )
         ax.set_title("Label balance")
         fig.tight_layout()
         fig.savefig(out / "labels.png", dpi=110)
         plt.close(fig)
     if amb.height:
         fig, ax = plt.subplots(figsize=(5, 3))
-        ax.hist(amb["ambiguity"].to_list(), bins=range(0, 12), color="#ed7d31", edgecolor="white", align="left")
+        ax.hist(
+            amb["ambiguity"].to_list(), bins=range(0, 12), color="#ed7d31", edgecolor="white", align="left"
+        )
         ax.set_title("Per-rule ambiguity")
         ax.set_xlabel("ambiguity (0-10)")
         fig.tight_layout()

@@ -34,7 +34,9 @@ class Store:
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
-            raise StoreError(f"cannot open {self.path}: {exc} (is another factory process using it?)") from exc
+            raise StoreError(
+                f"cannot open {self.path}: {exc} (is another factory process using it?)"
+            ) from exc
         self.lock = threading.RLock()
         self.read_only = read_only
         self._buffers: dict[str, list[dict[str, Any]]] = {}
@@ -50,8 +52,12 @@ class Store:
     def cache(self) -> RequestCache:
         if self._cache is None:
             # The store decides when to flush (one transaction for cache and tables together).
-            self._cache = RequestCache(self.con, self.path.with_suffix(self.path.suffix + ".journal"),
-                                       lock=self.lock, flush_every=1 << 30)
+            self._cache = RequestCache(
+                self.con,
+                self.path.with_suffix(self.path.suffix + ".journal"),
+                lock=self.lock,
+                flush_every=1 << 30,
+            )
         return self._cache
 
     def columns(self, table: str) -> list[str]:
@@ -80,8 +86,9 @@ class Store:
                     if not rows:
                         continue
                     cols = self.columns(table)
-                    arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows],
-                                                 schema=self._arrow_schema(table))
+                    arrow = pa.Table.from_pylist(
+                        [{c: r.get(c) for c in cols} for r in rows], schema=self._arrow_schema(table)
+                    )
                     self.con.register("_batch", arrow)
                     try:
                         verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"

@@ -47,7 +47,10 @@ RULES = {
 TINY_TARGETS = Targets(
     user={"professions": 3, "hobbies": 3, "personalities": 3, "locations": 3},
     agent={"roles": 2, "tones": 2, "locations": 2, "industries": 2},
-    industry_rules=8, misc_rules=6, min_rules_per_industry=4, categories=("tone", "returns"),
+    industry_rules=8,
+    misc_rules=6,
+    min_rules_per_industry=4,
+    categories=("tone", "returns"),
 )
 
 

@@ -49,7 +49,7 @@ def test_planted_near_duplicate_fails(bank: Path) -> None:
     assert "Near duplicates (cosine >= 0.9): 1" in out
     assert f"tone.txt:{lineno}" in out and "pet-grooming.txt:3" in out
     report = run_check(bank, targets=TINY_TARGETS, console=Console(file=io.StringIO()))
-    (a, b, sim), = report.near_duplicates
+    ((a, b, sim),) = report.near_duplicates
     assert {a.group, b.group} == {"pet-grooming", "tone"} and 0.9 <= sim < 1.0
     # a higher threshold lets the pair through; --no-embeddings skips the scan
     assert _check(bank, threshold=0.97)[0] == 0
@@ -86,8 +86,10 @@ def test_unreadable_file_names_line(bank: Path) -> None:
 
 def test_lexical_fallback_when_model_missing(bank: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(check_mod, "_model_version", lambda: None)
-    lineno = _append(bank / "rules" / "misc" / "returns.txt",
-                     "State the 30 day return window before you start any return in the chat.")
+    lineno = _append(
+        bank / "rules" / "misc" / "returns.txt",
+        "State the 30 day return window before you start any return in the chat.",
+    )
     code, out = _check(bank)
     assert code == 1
     assert "not installed" in out and "lexical fallback" in out

@@ -52,19 +52,26 @@ def test_screen_rejects_duplicates_by_reason(bank: Path) -> None:
     rules = banks.all_rules
     embedder = Embedder()
     screen = Screen(rules, embedder, embedder.encode([r.text for r in rules]), threshold=0.9)
-    verdicts = screen.screen([
-        "all dogs must have current RABIES vaccination records on file, before their appointment",  # exact (bank)
-        "Late arrivals of more than 15 minutes may need to be rescheduled; mention this in every booking "
-        "confirmation.",  # near (bank)
-        NEW_RULE,  # new
-        NEW_RULE.upper(),  # exact (candidate)
-        "Only offer the teeth-brushing add-on to dogs older than one year, at 8 USD per session.",  # near (cand.)
-        "Too short.",  # schema
-    ])
+    verdicts = screen.screen(
+        [
+            "all dogs must have current RABIES vaccination records on file, before their appointment",  # exact (bank)
+            "Late arrivals of more than 15 minutes may need to be rescheduled; mention this in every booking "
+            "confirmation.",  # near (bank)
+            NEW_RULE,  # new
+            NEW_RULE.upper(),  # exact (candidate)
+            "Only offer the teeth-brushing add-on to dogs older than one year, at 8 USD per session.",  # near (cand.)
+            "Too short.",  # schema
+        ]
+    )
     reasons = [v.reason for v in verdicts]
-    assert reasons == ["exact duplicate of a bank rule", "near duplicate of a bank rule", "",
-                       "exact duplicate of a candidate rule", "near duplicate of a candidate rule",
-                       "schema: rule length outside 30..400 characters"]
+    assert reasons == [
+        "exact duplicate of a bank rule",
+        "near duplicate of a bank rule",
+        "",
+        "exact duplicate of a candidate rule",
+        "near duplicate of a candidate rule",
+        "schema: rule length outside 30..400 characters",
+    ]
     assert verdicts[1].nearest is not None and verdicts[1].nearest.group == "pet-grooming"
     assert verdicts[1].similarity >= 0.9
     assert screen.accepted == [NEW_RULE]
@@ -74,8 +81,9 @@ def test_screen_rejects_duplicates_by_reason(bank: Path) -> None:
 
 async def test_expand_against_fake_server(llm_env: FakeServerProcess, bank: Path, tmp_path: Path) -> None:
     before = snapshot(bank)
-    path = await expand(industry="Pet Grooming", target=6, model="auto", out=None, threshold=0.9, seed=3,
-                        console=_quiet())
+    path = await expand(
+        industry="Pet Grooming", target=6, model="auto", out=None, threshold=0.9, seed=3, console=_quiet()
+    )
     assert path == tmp_path / "outputs" / "candidates" / "pet-grooming.jsonl"
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert len(rows) == 6
@@ -94,8 +102,9 @@ async def test_expand_against_fake_server(llm_env: FakeServerProcess, bank: Path
     assert snapshot(bank) == before  # the bank is never written
 
     # same seed, same fake answers: the same candidates; a category works the same way
-    again = await expand(industry="pet-grooming", target=6, out=tmp_path / "again.jsonl", seed=3,
-                         console=_quiet())
+    again = await expand(
+        industry="pet-grooming", target=6, out=tmp_path / "again.jsonl", seed=3, console=_quiet()
+    )
     assert again.read_bytes() == path.read_bytes()
     cat = await expand(category="returns", target=3, seed=0, console=_quiet())
     rows = [orjson.loads(line) for line in cat.read_bytes().splitlines()]
@@ -107,14 +116,19 @@ async def test_expand_refuses_to_write_into_the_bank(llm_env: FakeServerProcess,
     from factory.llm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must not be written inside the banks folder"):
-        await expand(industry="Pet Grooming", target=2, out=bank / "rules" / "industry" / "pet-grooming.txt",
-                     console=_quiet())
+        await expand(
+            industry="Pet Grooming",
+            target=2,
+            out=bank / "rules" / "industry" / "pet-grooming.txt",
+            console=_quiet(),
+        )
     with pytest.raises(ConfigError, match="unknown industry"):
         await expand(industry="Pet Groming", target=2, console=_quiet())
 
 
-async def test_expand_without_the_embedding_model(llm_env: FakeServerProcess, bank: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_expand_without_the_embedding_model(
+    llm_env: FakeServerProcess, bank: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from factory.banks import check as check_mod
 
     monkeypatch.setattr(check_mod, "_model_version", lambda: None)

@@ -23,12 +23,15 @@ def test_tiny_bank_loads(bank: Path) -> None:
     assert sum(len(v) for v in banks.misc_rules.values()) == 6
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("Too short.", "outside 30..400"),
-    ("Always greet the user by name at the start of a chat", "full stop"),
-    ("1. Always greet the user by name at the start of every chat.", "numbering"),
-    ("Always greet the user by name\tat the start of every chat.", "tab"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Too short.", "outside 30..400"),
+        ("Always greet the user by name at the start of a chat", "full stop"),
+        ("1. Always greet the user by name at the start of every chat.", "numbering"),
+        ("Always greet the user by name\tat the start of every chat.", "tab"),
+    ],
+)
 def test_bad_rule_line_names_file_and_line(bank: Path, line: str, message: str) -> None:
     path = bank / "rules" / "industry" / "pet-grooming.txt"
     lineno = _append(path, line)
@@ -44,8 +47,9 @@ def test_missing_industry_file(bank: Path) -> None:
     path = bank / "rules" / "industry" / "freight-trucking.txt"
     path.unlink()
     _, errors = load_banks(bank, strict=False)
-    assert errors == [f"{path}: no rule file for industry 'Freight Trucking' "
-                      f"(listed in agent_traits/industries.txt)"]
+    assert errors == [
+        f"{path}: no rule file for industry 'Freight Trucking' (listed in agent_traits/industries.txt)"
+    ]
 
 
 def test_rule_file_of_unlisted_industry(bank: Path) -> None:
@@ -64,7 +68,9 @@ def test_duplicate_trait(bank: Path) -> None:
 
 def test_exact_duplicate_rule_across_files(bank: Path) -> None:
     path = bank / "rules" / "misc" / "tone.txt"
-    lineno = _append(path, "Detention is charged at 75 USD per hour, after 2 free hours at pickup or delivery!")
+    lineno = _append(
+        path, "Detention is charged at 75 USD per hour, after 2 free hours at pickup or delivery!"
+    )
     _, errors = load_banks(bank, strict=False)
     other = bank / "rules" / "industry" / "freight-trucking.txt"
     assert errors == [f"{path}:{lineno}: exact duplicate of {other}:2"]

@@ -21,8 +21,13 @@ class Verdict(BaseModel):
     reasons: list[str] = Field(min_length=1, max_length=3)
 
 
-def request(content: str = "classify this message", schema: type[BaseModel] | None = Verdict,
-            stage: str = "t", system: str | None = None, **kw: Any) -> LLMRequest:
+def request(
+    content: str = "classify this message",
+    schema: type[BaseModel] | None = Verdict,
+    stage: str = "t",
+    system: str | None = None,
+    **kw: Any,
+) -> LLMRequest:
     params = kw.pop("params", None) or GenParams()
     messages = [Message(role="system", content=system)] if system else []
     messages.append(Message(role="user", content=content))

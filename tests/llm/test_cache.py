@@ -43,10 +43,22 @@ def _journal(db: Path) -> Path:
 
 
 def _put(cache: RequestCache, key: str, text: str, tokens: tuple[int, int] = (3, 4)) -> None:
-    cache.put(key, provider="openai", model="m", stage="s", prompt_hash="ph", request_json="[]",
-              completion=RawCompletion(text=text, finish_reason="stop", model="m-2025",
-                                       usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1])),
-              cost_usd=0.5, latency_s=0.1)
+    cache.put(
+        key,
+        provider="openai",
+        model="m",
+        stage="s",
+        prompt_hash="ph",
+        request_json="[]",
+        completion=RawCompletion(
+            text=text,
+            finish_reason="stop",
+            model="m-2025",
+            usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1]),
+        ),
+        cost_usd=0.5,
+        latency_s=0.1,
+    )
 
 
 def _copy_crashed(src: Path, dst_dir: Path) -> Path:
@@ -66,7 +78,9 @@ def _copy_crashed(src: Path, dst_dir: Path) -> Path:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_second_identical_request_is_a_cache_hit(provider, server, make_cfg, make_client, stores, tmp_path):
+async def test_second_identical_request_is_a_cache_hit(
+    provider, server, make_cfg, make_client, stores, tmp_path
+):
     store = stores(tmp_path / "f.duckdb")
     client = make_client(cache=store.cache, prices=PRICES)
     cfg = make_cfg(provider)
@@ -89,7 +103,9 @@ async def test_second_identical_request_is_a_cache_hit(provider, server, make_cf
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_cache_hits_after_reopening_the_store(provider, server, make_cfg, make_client, stores, tmp_path):
+async def test_cache_hits_after_reopening_the_store(
+    provider, server, make_cfg, make_client, stores, tmp_path
+):
     db = tmp_path / "f.duckdb"
     store = stores(db)
     client = make_client(cache=store.cache)
@@ -175,7 +191,9 @@ def test_unflushed_entries_are_replayed_from_the_journal(stores, tmp_path):
         assert (raw.text, raw.finish_reason, raw.model) == (f"text {i}", "stop", "m-2025")
         assert (raw.usage.input_tokens, raw.usage.output_tokens) == (i, 10 + i)
     assert "k9" not in rcache and rcache.get("k9") is None
-    row = recovered.query("SELECT provider, model, stage, prompt_hash, cost_usd FROM llm_calls WHERE key='k0'")
+    row = recovered.query(
+        "SELECT provider, model, stage, prompt_hash, cost_usd FROM llm_calls WHERE key='k0'"
+    )
     assert row == [("openai", "m", "s", "ph", 0.5)]
 
 
@@ -228,8 +246,9 @@ async def test_identical_requests_in_flight_share_one_call(server, make_cfg, mak
     server.script([{"kind": "hang", "seconds": 0.5}])  # keep the first call on the wire a while
     client = make_client(cache=stores(tmp_path / "c.duckdb").cache)
     cfg = make_cfg("openai")
-    first, second = await asyncio.gather(client.complete(cfg, request("same question")),
-                                         client.complete(cfg, request("same question")))
+    first, second = await asyncio.gather(
+        client.complete(cfg, request("same question")), client.complete(cfg, request("same question"))
+    )
     assert server.stats()["requests"] == 1
     assert first.text == second.text
     assert first.cached != second.cached  # one paid, one joined it
@@ -241,8 +260,11 @@ async def test_a_failed_shared_call_fails_every_waiter(server, make_cfg, make_cl
     server.script([{"kind": "bad_request"}])
     client = make_client()
     cfg = make_cfg("openai")
-    results = await asyncio.gather(client.complete(cfg, request("doomed")), client.complete(cfg, request("doomed")),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        client.complete(cfg, request("doomed")),
+        client.complete(cfg, request("doomed")),
+        return_exceptions=True,
+    )
     assert all(isinstance(r, FatalProviderError) for r in results)
     assert server.stats()["requests"] == 1
 

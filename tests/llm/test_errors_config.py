@@ -43,7 +43,12 @@ def test_parse_retry_after():
 
 def test_endpoint_config_parse_and_validation():
     cfg = EndpointConfig.parse("openai:gpt-4o-mini", concurrency=8)
-    assert (cfg.provider, cfg.model, cfg.concurrency, cfg.spec) == ("openai", "gpt-4o-mini", 8, "openai:gpt-4o-mini")
+    assert (cfg.provider, cfg.model, cfg.concurrency, cfg.spec) == (
+        "openai",
+        "gpt-4o-mini",
+        8,
+        "openai:gpt-4o-mini",
+    )
     # the model part may itself contain colons (e.g. tags of self-hosted models)
     assert EndpointConfig.parse("openai:org/model:q4").model == "org/model:q4"
     assert EndpointConfig(provider="google", model="  gemini-x ").model == "gemini-x"

@@ -32,8 +32,11 @@ def test_same_inputs_same_key():
     assert a == b
     assert len(a) == 32 and int(a, 16) >= 0
     # built independently, field by field
-    req = LLMRequest(messages=[Message(role="user", content="classify this message")], output_schema=Verdict,
-                     params=GenParams(temperature=0.7))
+    req = LLMRequest(
+        messages=[Message(role="user", content="classify this message")],
+        output_schema=Verdict,
+        params=GenParams(temperature=0.7),
+    )
     assert request_key("openai", "gpt-x", req) == a
 
 
@@ -41,14 +44,17 @@ def test_bookkeeping_fields_are_not_part_of_the_key():
     assert key(stage="a", prompt_hash="p1") == key(stage="b", prompt_hash="p2")
 
 
-@pytest.mark.parametrize("params", [
-    GenParams(temperature=0.0),
-    GenParams(temperature=0.71),
-    GenParams(max_tokens=1025),
-    GenParams(top_p=0.9),
-    GenParams(seed=1),
-    GenParams(stop=("\n",)),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        GenParams(temperature=0.0),
+        GenParams(temperature=0.71),
+        GenParams(max_tokens=1025),
+        GenParams(top_p=0.9),
+        GenParams(seed=1),
+        GenParams(stop=("\n",)),
+    ],
+)
 def test_each_generation_parameter_changes_the_key(params):
     assert key(params=params) != key()
 

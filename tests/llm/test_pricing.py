@@ -18,17 +18,21 @@ def test_exact_model_price():
     assert table.lookup("gpt-4o-mini") == DEFAULT_PRICES["gpt-4o-mini"]
     assert table.cost("gpt-4o-mini", MILLION) == pytest.approx(0.15 + 0.60)
     assert table.cost("gpt-4o-mini", Usage(input_tokens=2000, output_tokens=500)) == pytest.approx(
-        (2000 * 0.15 + 500 * 0.60) / 1e6)
+        (2000 * 0.15 + 500 * 0.60) / 1e6
+    )
     assert table.cost("gpt-4o-mini", Usage()) == 0.0
 
 
-@pytest.mark.parametrize(("dated", "family"), [
-    ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),  # the longest matching family, not "gpt-4o"
-    ("gpt-4o-2024-08-06", "gpt-4o"),
-    ("gpt-4.1-nano-2025-04-14", "gpt-4.1-nano"),
-    ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
-    ("gemini-2.5-flash-preview-05-20", "gemini-2.5-flash"),
-])
+@pytest.mark.parametrize(
+    ("dated", "family"),
+    [
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),  # the longest matching family, not "gpt-4o"
+        ("gpt-4o-2024-08-06", "gpt-4o"),
+        ("gpt-4.1-nano-2025-04-14", "gpt-4.1-nano"),
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("gemini-2.5-flash-preview-05-20", "gemini-2.5-flash"),
+    ],
+)
 def test_dated_names_fall_back_to_the_family_price(dated, family):
     table = PriceTable()
     assert table.is_priced(dated)

@@ -91,7 +91,9 @@ async def test_sampling_params_reach_the_wire(provider, server, make_cfg, make_c
     # a marker fault that only fires if the raw request body carries the temperature we set
     server.script([{"kind": "hang", "seconds": 0, "match": "0.123"}])
     client = make_client()
-    resp = await client.complete(make_cfg(provider), request(params=GenParams(temperature=0.123, max_tokens=77)))
+    resp = await client.complete(
+        make_cfg(provider), request(params=GenParams(temperature=0.123, max_tokens=77))
+    )
     assert isinstance(resp.parsed, Verdict)
     stats = server.stats()
     assert stats["faults_applied"] == 1 and stats["faults_pending"] == 0

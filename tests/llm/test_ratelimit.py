@@ -133,9 +133,15 @@ async def test_exhausted_request_budget_header_pauses():
 
 async def test_remaining_budget_header_does_not_pause():
     limiter = RateLimiter(rpm=6000, tpm=6_000_000)
-    limiter.observe_headers({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "30s",
-                             "x-ratelimit-remaining-tokens": "1000", "x-ratelimit-reset-tokens": "30s",
-                             "anthropic-ratelimit-requests-remaining": "garbage"})
+    limiter.observe_headers(
+        {
+            "x-ratelimit-remaining-requests": "5",
+            "x-ratelimit-reset-requests": "30s",
+            "x-ratelimit-remaining-tokens": "1000",
+            "x-ratelimit-reset-tokens": "30s",
+            "anthropic-ratelimit-requests-remaining": "garbage",
+        }
+    )
     assert await _timed(limiter.acquire(1)) < 0.05
 
 

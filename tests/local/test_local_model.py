@@ -27,9 +27,16 @@ class Verdict(BaseModel):
 async def test_structured_call_on_the_local_model() -> None:
     client = LLMClient()
     cfg = EndpointConfig(provider="local", model="smollm2-135m", max_reasks=1)
-    req = LLMRequest(messages=[Message(role="user", content="Did the agent break the rule 'never share "
-                                                            "prices'? The agent said: 'It costs $5.'")],
-                     params=GenParams(temperature=0.0, max_tokens=200), output_schema=Verdict)
+    req = LLMRequest(
+        messages=[
+            Message(
+                role="user",
+                content="Did the agent break the rule 'never share prices'? The agent said: 'It costs $5.'",
+            )
+        ],
+        params=GenParams(temperature=0.0, max_tokens=200),
+        output_schema=Verdict,
+    )
     try:
         resp = await client.complete(cfg, req)
     finally:
@@ -44,14 +51,41 @@ def test_unknown_local_model_is_a_clear_error() -> None:
 
 
 def test_offline_build_uses_the_local_model_and_says_it_is_not_training_data(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GEMINI_API_KEY",
-                        "GOOGLE_API_KEY", "FACTORY_MODEL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "ANTHROPIC_API_KEY",
+            "GEMINI_API_KEY",
+            "GOOGLE_API_KEY",
+            "FACTORY_MODEL",
+        )
+    }
     env["COLUMNS"] = "400"
     db = tmp_path / "offline.duckdb"
-    result = subprocess.run([sys.executable, "-m", "factory.cli.main", "build", "--n", "1", "--pipeline", "smoke",
-                             "--db", str(db), "--no-progress"], env=env, capture_output=True, text=True,
-                            timeout=900, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "factory.cli.main",
+            "build",
+            "--n",
+            "1",
+            "--pipeline",
+            "smoke",
+            "--db",
+            str(db),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     text = " ".join(result.stderr.split())
     assert "local:smollm2-135m" in text

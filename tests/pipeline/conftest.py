@@ -25,8 +25,11 @@ import yaml
 
 from factory.testing.fake_llm_server import FakeServerProcess
 
-PERMISSIVE: dict[str, Any] = {"name": "pipetest", "models": {"default": "auto"},
-                              "label": {"ambiguity_threshold": 10}}
+PERMISSIVE: dict[str, Any] = {
+    "name": "pipetest",
+    "models": {"default": "auto"},
+    "label": {"ambiguity_threshold": 10},
+}
 CLI_TIMEOUT = 240
 
 
@@ -41,8 +44,16 @@ def write_recipe(path: Path, **extra: Any) -> Path:
 def cli_env(url: str | None, *, key: str = "test", tmp: Path | None = None, **extra: str) -> dict[str, str]:
     """The CLI's environment: only the OpenAI variables point at the fake; other providers cleared."""
     env = dict(os.environ)
-    for var in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                "FACTORY_MODEL", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+    for var in (
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "FACTORY_MODEL",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+    ):
         env.pop(var, None)
     if url is not None:
         env.update(OPENAI_BASE_URL=url + "/v1", OPENAI_API_KEY=key, FACTORY_MODEL="fake-model")
@@ -59,19 +70,27 @@ def factory_cmd(*args: str | Path) -> list[str]:
 
 
 def build_cmd(db: Path, recipe: Path, n: int, seed: int = 0) -> list[str]:
-    return factory_cmd("build", "--n", str(n), "--seed", str(seed), "--pipeline", recipe, "--db", db,
-                       "--no-progress")
+    return factory_cmd(
+        "build", "--n", str(n), "--seed", str(seed), "--pipeline", recipe, "--db", db, "--no-progress"
+    )
 
 
-def run_factory(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = CLI_TIMEOUT,
-                ) -> subprocess.CompletedProcess[str]:
+def run_factory(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float = CLI_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion (subprocess.run kills it on timeout)."""
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def check_ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
     return result
 
 
@@ -143,9 +162,13 @@ def permissive_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _build(workdir: Path, recipe: Path, n: int, seed: int = 0, **server_options: Any) -> Built:
     db = workdir / "build.duckdb"
     with fake_server(**server_options) as server:
-        result = check_ok(run_factory(build_cmd(db, recipe, n, seed), cli_env(server.url, tmp=workdir), workdir))
+        result = check_ok(
+            run_factory(build_cmd(db, recipe, n, seed), cli_env(server.url, tmp=workdir), workdir)
+        )
         stats = settled_stats(server)
-    return Built(db=db, recipe=recipe, n=n, seed=seed, workdir=workdir, server_stats=stats, stderr=result.stderr)
+    return Built(
+        db=db, recipe=recipe, n=n, seed=seed, workdir=workdir, server_stats=stats, stderr=result.stderr
+    )
 
 
 @pytest.fixture(scope="session")
@@ -154,8 +177,11 @@ def built200(tmp_path_factory: pytest.TempPathFactory, permissive_recipe: Path) 
     workdir = tmp_path_factory.mktemp("built200")
     built = _build(workdir, permissive_recipe, 200)
     export_dir = workdir / "export"
-    result = check_ok(run_factory(factory_cmd("export", "--db", built.db, "--out", export_dir),
-                                  cli_env(None, tmp=workdir), workdir))
+    result = check_ok(
+        run_factory(
+            factory_cmd("export", "--db", built.db, "--out", export_dir), cli_env(None, tmp=workdir), workdir
+        )
+    )
     built.extra.update(export_dir=export_dir, export_stderr=result.stderr)
     return built
 

@@ -17,13 +17,18 @@ def test_build_yields_exactly_n_samples(built200: Built) -> None:
     db = built200.db
     assert query(db, "SELECT count(*) FROM samples")[0][0] == 200
     assert query(db, "SELECT count(*) FROM slot_status WHERE status = 'accepted'")[0][0] == 200
-    assert query(db, "SELECT count(DISTINCT sample_id), count(DISTINCT policy_id) FROM samples")[0] == (200, 200)
+    assert query(db, "SELECT count(DISTINCT sample_id), count(DISTINCT policy_id) FROM samples")[0] == (
+        200,
+        200,
+    )
     assert "done: 200 samples" in flat(built200.stderr)
     # every LLM call is in the ledger with its stage, prompt hash and model; an uninterrupted build pays none twice
     stages = dict(query(db, "SELECT stage, count(*) FROM llm_calls GROUP BY stage"))
     assert set(stages) == {"paraphrase", "persona", "dialogue", "label"}
     assert stages["paraphrase"] >= 200 and stages["dialogue"] >= 200
-    assert query(db, "SELECT count(*) FROM llm_calls WHERE prompt_hash IS NULL OR prompt_hash = ''")[0][0] == 0
+    assert (
+        query(db, "SELECT count(*) FROM llm_calls WHERE prompt_hash IS NULL OR prompt_hash = ''")[0][0] == 0
+    )
     assert built200.server_stats["repeated_bodies"] == 0
     run = query(db, "SELECT seed, n_target, pipeline, status FROM runs")
     assert run == [(0, 200, "pipetest", "finished")]
@@ -44,7 +49,9 @@ def _check_split_rows(by_split: dict[str, list[dict]], db_ids: set[str]) -> None
         policies[split] = {row["policy_id"] for row in rows}
     assert sum(len(rows) for rows in by_split.values()) == 200
     assert ids == db_ids
-    assert len(by_split["train"]) > len(by_split["validation"]) and len(by_split["train"]) > len(by_split["test"])
+    assert len(by_split["train"]) > len(by_split["validation"]) and len(by_split["train"]) > len(
+        by_split["test"]
+    )
     for a in SPLITS:
         for b in SPLITS:
             if a < b:
@@ -62,8 +69,18 @@ def test_export_loads_with_datasets(built200: Built, tmp_path: Path) -> None:
     dd = datasets.load_from_disk(str(out / "hf"))
     assert isinstance(dd, datasets.DatasetDict)
     for split in SPLITS:
-        assert {"policy", "transcript", "label", "policy_id", "rules", "turns", "rule_labels",
-                "violated_rules", "explanation", "reasoning"} <= set(dd[split].column_names)
+        assert {
+            "policy",
+            "transcript",
+            "label",
+            "policy_id",
+            "rules",
+            "turns",
+            "rule_labels",
+            "violated_rules",
+            "explanation",
+            "reasoning",
+        } <= set(dd[split].column_names)
     hf_rows = {s: dd[s].to_list() for s in SPLITS}
     _check_split_rows(hf_rows, db_ids)
     for rows in hf_rows.values():
@@ -78,8 +95,9 @@ def test_export_loads_with_datasets(built200: Built, tmp_path: Path) -> None:
     _check_split_rows(pq_rows, db_ids)
     for s in SPLITS:
         assert [r["sample_id"] for r in pq_rows[s]] == [r["sample_id"] for r in hf_rows[s]]
-        assert [(r["policy"], r["transcript"], r["label"]) for r in pq_rows[s]] == \
-            [(r["policy"], r["transcript"], r["label"]) for r in hf_rows[s]]
+        assert [(r["policy"], r["transcript"], r["label"]) for r in pq_rows[s]] == [
+            (r["policy"], r["transcript"], r["label"]) for r in hf_rows[s]
+        ]
 
     for s in SPLITS:
         lines = (out / "jsonl" / f"{s}.jsonl").read_bytes().splitlines()

@@ -25,8 +25,9 @@ def _build(tmp_path: Path, recipe: Path, name: str, seed: int) -> Path:
     return db
 
 
-def test_same_seed_same_samples_other_seed_differs(tmp_path: Path, permissive_recipe: Path,
-                                                   reference150: Built) -> None:
+def test_same_seed_same_samples_other_seed_differs(
+    tmp_path: Path, permissive_recipe: Path, reference150: Built
+) -> None:
     a = _build(tmp_path, permissive_recipe, "a", seed=0)
     b = _build(tmp_path, permissive_recipe, "b", seed=0)
     c = _build(tmp_path, permissive_recipe, "c", seed=1)
@@ -45,7 +46,9 @@ def test_same_seed_same_samples_other_seed_differs(tmp_path: Path, permissive_re
     assert not {r[2] for r in ca} & {r[2] for r in cc}
     # a DB holding a seed-0 build refuses to be resumed with another seed instead of mixing datasets
     with fake_server() as server:
-        res = run_factory(build_cmd(a, permissive_recipe, N, seed=1), cli_env(server.url, tmp=tmp_path), tmp_path)
+        res = run_factory(
+            build_cmd(a, permissive_recipe, N, seed=1), cli_env(server.url, tmp=tmp_path), tmp_path
+        )
         assert server.stats()["requests"] == 0
     assert res.returncode != 0 and "seed" in res.stderr
     assert samples(a) == rows_a

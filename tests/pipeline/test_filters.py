@@ -20,9 +20,11 @@ from tests.pipeline.conftest import (
 
 N = 20
 # small policies and one-turn dialogues, so that a fair share of slots pass the default ambiguity filter
-SMALL = {"policy": {"rules_law": {"mu": 0.0, "sigma": 0.5, "max": 2}},
-         "dialogue": {"turns_law": {"mu": 0.0, "sigma": 0.5, "max": 1}},
-         "oversample_cap": 20}
+SMALL = {
+    "policy": {"rules_law": {"mu": 0.0, "sigma": 0.5, "max": 2}},
+    "dialogue": {"turns_law": {"mu": 0.0, "sigma": 0.5, "max": 1}},
+    "oversample_cap": 20,
+}
 
 
 def _build(tmp_path: Path, recipe: Path) -> tuple[Path, str]:
@@ -48,12 +50,23 @@ def test_default_ambiguity_threshold_drops_and_reports(tmp_path: Path) -> None:
         assert f"> threshold {default}" in detail
         assert query(db, "SELECT max(ambiguity) FROM rule_labels WHERE slot = ?", [slot])[0][0] > default
     slots = query(db, "SELECT count(*) FROM slot_status")[0][0]
-    assert slots == N + dropped + query(db, "SELECT count(*) FROM slot_status WHERE status = 'dropped' "
-                                            "AND reason <> 'ambiguous_label'")[0][0]
+    assert (
+        slots
+        == N
+        + dropped
+        + query(
+            db, "SELECT count(*) FROM slot_status WHERE status = 'dropped' AND reason <> 'ambiguous_label'"
+        )[0][0]
+    )
     assert f"ambiguous_label={dropped}" in flat(stderr)
 
-    stats = check_ok(run_factory(factory_cmd("stats", "--db", db, "--out", tmp_path / "plots"),
-                                 cli_env(None, tmp=tmp_path), tmp_path))
+    stats = check_ok(
+        run_factory(
+            factory_cmd("stats", "--db", db, "--out", tmp_path / "plots"),
+            cli_env(None, tmp=tmp_path),
+            tmp_path,
+        )
+    )
     line = next(ln for ln in stats.stdout.splitlines() if "ambiguous_label" in ln)
     assert line.split()[:4] == ["filter", "ambiguous_label", "dropped", str(dropped)]
     status = check_ok(run_factory(factory_cmd("status", "--db", db), cli_env(None, tmp=tmp_path), tmp_path))
@@ -61,20 +74,33 @@ def test_default_ambiguity_threshold_drops_and_reports(tmp_path: Path) -> None:
 
 
 def test_intent_disagreement_drop(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path / "intent.yaml", name="intent",
-                          label={"ambiguity_threshold": 10, "on_intent_disagreement": "drop"}, **SMALL)
+    recipe = write_recipe(
+        tmp_path / "intent.yaml",
+        name="intent",
+        label={"ambiguity_threshold": 10, "on_intent_disagreement": "drop"},
+        **SMALL,
+    )
     db, stderr = _build(tmp_path, recipe)
 
     assert query(db, "SELECT count(*) FROM samples")[0][0] == N
-    assert query(db, "SELECT bool_and(agrees_with_intent), bool_and(label = intended_label) FROM samples")[0] == \
-        (True, True)
-    dropped = query(db, "SELECT count(*) FROM filter_log WHERE reason = 'intent_disagreement' AND dropped")[0][0]
+    assert query(db, "SELECT bool_and(agrees_with_intent), bool_and(label = intended_label) FROM samples")[
+        0
+    ] == (True, True)
+    dropped = query(db, "SELECT count(*) FROM filter_log WHERE reason = 'intent_disagreement' AND dropped")[
+        0
+    ][0]
     assert dropped > 0  # random labels disagree with the intended dynamic about half of the time
-    assert query(db, "SELECT count(*) FROM filter_log WHERE reason = 'intent_disagreement' AND NOT dropped"
-                 )[0][0] == 0
+    assert (
+        query(db, "SELECT count(*) FROM filter_log WHERE reason = 'intent_disagreement' AND NOT dropped")[0][
+            0
+        ]
+        == 0
+    )
     # the dropped slots really disagree: their dialogue's dynamic against their rule labels
     for (slot,) in query(db, "SELECT slot FROM slot_status WHERE reason = 'intent_disagreement'"):
         dynamic = query(db, "SELECT dynamic FROM dialogues WHERE slot = ?", [slot])[0][0]
-        violated = query(db, "SELECT bool_or(label = 'VIOLATED') FROM rule_labels WHERE slot = ?", [slot])[0][0]
+        violated = query(db, "SELECT bool_or(label = 'VIOLATED') FROM rule_labels WHERE slot = ?", [slot])[0][
+            0
+        ]
         assert violated != (dynamic in ("trick_break", "normal_break"))
     assert f"intent_disagreement={dropped}" in flat(stderr)

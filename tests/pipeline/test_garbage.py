@@ -43,8 +43,11 @@ def _user_persona(seed: int, slot: int) -> str:
 
 def check_rows(db: Path) -> None:
     """No corrupt row: non-empty transcript, label in the enum, rules and labels consistent."""
-    rows = query(db, "SELECT slot, transcript, label, rules, num_rules, rule_labels_json, violated_rules, "
-                     "turns_json, num_turns, policy FROM samples")
+    rows = query(
+        db,
+        "SELECT slot, transcript, label, rules, num_rules, rule_labels_json, violated_rules, "
+        "turns_json, num_turns, policy FROM samples",
+    )
     for slot, transcript, label, rules, num_rules, rule_labels, violated, turns, num_turns, policy in rows:
         assert transcript and transcript.strip(), slot
         assert policy and policy.strip(), slot
@@ -94,12 +97,15 @@ def test_garbage_is_reasked_or_counted(tmp_path: Path) -> None:
     assert query(db, "SELECT count(*) FROM llm_calls WHERE request_json LIKE ?", [f"%{REASK}%"])[0][0] >= 5
     # the slot whose every answer was garbage is a counted failure, not a sample
     for slot, needle in ((SCHEMA_FAIL_SLOT, "no valid Dialogue"), (HTTP_FAIL_SLOT, "HTTP 500")):
-        assert query(db, "SELECT status, reason FROM slot_status WHERE slot = ?", [slot]) == \
-            [("dropped", "llm_failure")]
+        assert query(db, "SELECT status, reason FROM slot_status WHERE slot = ?", [slot]) == [
+            ("dropped", "llm_failure")
+        ]
         log = query(db, "SELECT stage, reason, dropped FROM filter_log WHERE slot = ?", [slot])
         assert log == [("dialogue", "llm_failure", True)]
         fails = query(db, "SELECT stage, provider, model, error FROM llm_failures WHERE slot = ?", [slot])
-        assert len(fails) == 1 and fails[0][:3] == ("dialogue", "openai", "fake-model") and needle in fails[0][3]
+        assert (
+            len(fails) == 1 and fails[0][:3] == ("dialogue", "openai", "fake-model") and needle in fails[0][3]
+        )
         assert query(db, "SELECT count(*) FROM samples WHERE slot = ?", [slot])[0][0] == 0
     attempts = query(db, "SELECT attempts, raw_text FROM llm_failures WHERE slot = ?", [SCHEMA_FAIL_SLOT])[0]
     assert attempts[0] == 3 and attempts[1]
@@ -114,13 +120,18 @@ def test_garbage_is_reasked_or_counted(tmp_path: Path) -> None:
 def test_schema_rejects_garbage_shapes() -> None:
     """The shapes the fake cannot produce on its own: a label outside the enum, an empty dialogue."""
     judgement = {"turn": 1, "discussion": "d", "explanation": "e", "label": "MAYBE", "ambiguity": 3}
-    parsed, why = validate_output(RawCompletion(text=orjson.dumps({"judgements": [judgement]}).decode()),
-                                  judgement_schema(1))
+    parsed, why = validate_output(
+        RawCompletion(text=orjson.dumps({"judgements": [judgement]}).decode()), judgement_schema(1)
+    )
     assert parsed is None and "schema" in why
     judgement["ambiguity"] = 11
     judgement["label"] = "VIOLATED"
-    assert validate_output(RawCompletion(text=orjson.dumps({"judgements": [judgement]}).decode()),
-                           judgement_schema(1))[0] is None
+    assert (
+        validate_output(
+            RawCompletion(text=orjson.dumps({"judgements": [judgement]}).decode()), judgement_schema(1)
+        )[0]
+        is None
+    )
     empty = orjson.dumps({"scenario": "s", "exchanges": []}).decode()
     assert validate_output(RawCompletion(text=empty), dialogue_schema(2))[0] is None
     assert validate_output(RawCompletion(text=empty), dialogue_schema(1))[0] is None

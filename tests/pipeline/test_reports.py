@@ -19,21 +19,30 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_stats_table_and_plots(built200: Built, tmp_path: Path) -> None:
     out = tmp_path / "plots"
-    result = check_ok(run_factory(factory_cmd("stats", "--db", built200.db, "--out", out),
-                                  cli_env(None, tmp=tmp_path), tmp_path))
+    result = check_ok(
+        run_factory(
+            factory_cmd("stats", "--db", built200.db, "--out", out), cli_env(None, tmp=tmp_path), tmp_path
+        )
+    )
     lines = result.stdout.splitlines()
     assert "samples: 200" in lines
     assert any("paper train" in ln and "median" in ln and "mean" in ln for ln in lines)
     for name, col in (("policy size", "num_rules"), ("turns", "num_turns")):
         row = next(ln for ln in lines if ln.startswith(name))
-        mn, mx, med, mean = row[len(name):].split()[:4]
+        mn, mx, med, mean = row[len(name) :].split()[:4]
         values = [r[0] for r in query(built200.db, f"SELECT {col} FROM samples")]
         assert (int(mn), int(mx)) == (min(values), max(values))
         assert float(med) == pytest.approx(statistics.median(values), abs=0.05)
         assert float(mean) == pytest.approx(statistics.mean(values), abs=0.005)
     text = flat(result.stdout)
-    for needle in ("labels: FAIL=", "intent/label agreement:", "rule-label ambiguity (0-10):", "filters",
-                   "LLM cost by stage and model", "label fake-model calls="):
+    for needle in (
+        "labels: FAIL=",
+        "intent/label agreement:",
+        "rule-label ambiguity (0-10):",
+        "filters",
+        "LLM cost by stage and model",
+        "label fake-model calls=",
+    ):
         assert needle in text, needle
     for png in ("policy_size_and_turns.png", "labels.png", "ambiguity.png"):
         data = (out / png).read_bytes()
@@ -42,20 +51,27 @@ def test_stats_table_and_plots(built200: Built, tmp_path: Path) -> None:
 
 
 def test_status(built200: Built, tmp_path: Path) -> None:
-    result = check_ok(run_factory(factory_cmd("status", "--db", built200.db), cli_env(None, tmp=tmp_path), tmp_path))
+    result = check_ok(
+        run_factory(factory_cmd("status", "--db", built200.db), cli_env(None, tmp=tmp_path), tmp_path)
+    )
     text = flat(result.stdout)
     assert "pipeline pipetest, seed 0, target 200 samples, last run finished" in text
     assert "samples accepted: 200" in text and "dropped: none" in text
     calls = query(built200.db, "SELECT count(*) FROM llm_calls")[0][0]
     assert f"LLM calls paid: {calls} " in text
-    missing = run_factory(factory_cmd("status", "--db", tmp_path / "nope.duckdb"), cli_env(None, tmp=tmp_path),
-                          tmp_path)
+    missing = run_factory(
+        factory_cmd("status", "--db", tmp_path / "nope.duckdb"), cli_env(None, tmp=tmp_path), tmp_path
+    )
     assert missing.returncode != 0 and "factory build" in flat(missing.stderr)
 
 
 def test_push_without_token_names_hf_token(built200: Built, tmp_path: Path) -> None:
-    result = run_factory(factory_cmd("push", "--repo", "x/y", "--data", built200.extra["export_dir"]),
-                         cli_env(None, tmp=tmp_path), tmp_path, timeout=60)
+    result = run_factory(
+        factory_cmd("push", "--repo", "x/y", "--data", built200.extra["export_dir"]),
+        cli_env(None, tmp=tmp_path),
+        tmp_path,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "HF_TOKEN" in flat(result.stderr) and "Traceback" not in result.stderr
 
@@ -95,7 +111,12 @@ def test_push_export_with_fake_api(built200: Built, tmp_path: Path, monkeypatch:
     assert upload["repo_id"] == "someone/dynabench-test" and upload["repo_type"] == "dataset"
     assert Path(upload["folder_path"]) == data
     files = _uploaded(data, upload["allow_patterns"])
-    assert {"README.md", "parquet/train.parquet", "parquet/validation.parquet", "parquet/test.parquet"} <= files
+    assert {
+        "README.md",
+        "parquet/train.parquet",
+        "parquet/validation.parquet",
+        "parquet/test.parquet",
+    } <= files
     assert not any(f.startswith("hf/") for f in files)
     assert not any(f.endswith(".duckdb") or f.endswith(".journal") for f in files)
     # the token is passed to nobody here and written nowhere

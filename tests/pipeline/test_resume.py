@@ -32,13 +32,22 @@ N = 150
 
 def _start_and_kill(cmd: list[str], env: dict[str, str], cwd: Path, server, min_requests: int) -> None:  # noqa: ANN001
     """Start a build, wait until the server has seen `min_requests` requests, then SIGKILL it."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while server.stats()["requests"] < min_requests:
-            assert proc.poll() is None, f"build ended before the kill (exit {proc.returncode}): " \
-                                        f"{proc.stderr.read() if proc.stderr else ''}"
+            assert proc.poll() is None, (
+                f"build ended before the kill (exit {proc.returncode}): "
+                f"{proc.stderr.read() if proc.stderr else ''}"
+            )
             assert time.monotonic() < deadline, "no progress on the fake server"
             time.sleep(0.02)
         assert proc.poll() is None, "build finished before it could be killed"

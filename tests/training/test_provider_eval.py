@@ -19,8 +19,22 @@ def test_eval_scores_a_provider_and_caches_its_answers(export_dir, tmp_path, mon
     with FakeServerProcess() as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.url + "/v1")
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        args = ["eval", "--model", "openai:fake-guard", "--data", str(export_dir), "--split", "test",
-                "--mode", "answer", "--limit", "8", "--out", str(tmp_path / "eval"), "--no-plots"]
+        args = [
+            "eval",
+            "--model",
+            "openai:fake-guard",
+            "--data",
+            str(export_dir),
+            "--split",
+            "test",
+            "--mode",
+            "answer",
+            "--limit",
+            "8",
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-plots",
+        ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         first = srv.stats()["requests"]

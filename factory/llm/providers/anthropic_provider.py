@@ -24,11 +24,13 @@ class AnthropicProvider(Provider):
         key = config.api_key()
         if key is None:
             raise self.missing_key(("ANTHROPIC_API_KEY",))
-        self.client = anthropic.AsyncAnthropic(api_key=key, base_url=config.resolved_base_url(),
-                                               max_retries=0, timeout=config.timeout_s)
+        self.client = anthropic.AsyncAnthropic(
+            api_key=key, base_url=config.resolved_base_url(), max_retries=0, timeout=config.timeout_s
+        )
 
-    async def send(self, messages: list[dict[str, Any]], params: GenParams,
-                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
         model = self.config.model
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         convo = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
@@ -39,7 +41,9 @@ class AnthropicProvider(Provider):
         if params.top_p is not None:
             sampling["top_p"] = params.top_p
         kwargs: dict[str, Any] = {
-            "model": model, "max_tokens": params.max_tokens, "messages": convo,
+            "model": model,
+            "max_tokens": params.max_tokens,
+            "messages": convo,
             "extra_body": sampling,
         }
         if system:
@@ -48,12 +52,20 @@ class AnthropicProvider(Provider):
             kwargs["stop_sequences"] = list(params.stop)
         if schema is not None:
             name = schema_name(schema)
-            kwargs["tools"] = [{"name": name, "description": f"Record the answer as {name}.",
-                                "input_schema": json_schema(schema)}]
+            kwargs["tools"] = [
+                {
+                    "name": name,
+                    "description": f"Record the answer as {name}.",
+                    "input_schema": json_schema(schema),
+                }
+            ]
             kwargs["tool_choice"] = {"type": "tool", "name": name}
         try:
             raw = await self.client.messages.with_raw_response.create(**kwargs)
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:  # timeouts are connection errors
+        except (
+            anthropic.APIStatusError,
+            anthropic.APIConnectionError,
+        ) as exc:  # timeouts are connection errors
             raise self.sdk_error(exc, anthropic) from exc
         try:
             data = orjson.loads(raw.http_response.content)
@@ -73,12 +85,15 @@ class AnthropicProvider(Provider):
         stop = data.get("stop_reason") or "end_turn"
         finish = "length" if stop == "max_tokens" else "stop"
         completion = RawCompletion(
-            text=text, finish_reason=finish, model=data.get("model", model), response_id=data.get("id", ""),
-            usage=Usage(input_tokens=usage.get("input_tokens") or 0,
-                        output_tokens=usage.get("output_tokens") or 0),
+            text=text,
+            finish_reason=finish,
+            model=data.get("model", model),
+            response_id=data.get("id", ""),
+            usage=Usage(
+                input_tokens=usage.get("input_tokens") or 0, output_tokens=usage.get("output_tokens") or 0
+            ),
         )
         return completion, raw.http_response.headers
 
     async def aclose(self) -> None:
         await self.client.close()
-

@@ -59,19 +59,29 @@ def error_detail(exc: Any) -> str:
     return str(getattr(exc, "message", exc))
 
 
-def status_error(provider: str, model: str, status: int, detail: str,
-                 headers: Mapping[str, str] | None = None) -> Exception:
+def status_error(
+    provider: str, model: str, status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> Exception:
     """Map an HTTP status to the right error class with an actionable message."""
     detail = (detail or "").strip().replace("\n", " ")[:300]
     if status in RETRYABLE_STATUS or status >= 500:
-        return RetryableProviderError(f"HTTP {status}: {detail}", provider=provider, model=model,
-                                      status=status, retry_after=parse_retry_after(headers))
+        return RetryableProviderError(
+            f"HTTP {status}: {detail}",
+            provider=provider,
+            model=model,
+            status=status,
+            retry_after=parse_retry_after(headers),
+        )
     hint = FATAL_HINTS.get(status, "the provider refused the request")
     key_vars = " or ".join(API_KEY_ENV.get(provider, ()))
     if status in (401, 403) and key_vars:
-        hint = (f"the API key read from {key_vars} was {'rejected' if status == 401 else 'refused for this model'}; "
-                f"set a valid key in {key_vars}, or pick another provider with --model")
-    return FatalProviderError(f"HTTP {status}: {hint} ({detail})", provider=provider, model=model, status=status)
+        hint = (
+            f"the API key read from {key_vars} was {'rejected' if status == 401 else 'refused for this model'}; "
+            f"set a valid key in {key_vars}, or pick another provider with --model"
+        )
+    return FatalProviderError(
+        f"HTTP {status}: {hint} ({detail})", provider=provider, model=model, status=status
+    )
 
 
 class Provider(abc.ABC):
@@ -83,8 +93,9 @@ class Provider(abc.ABC):
         self.config = config
 
     @abc.abstractmethod
-    async def send(self, messages: list[dict[str, Any]], params: GenParams,
-                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
         """Make one call. Raise FatalProviderError or RetryableProviderError on failure."""
 
     async def aclose(self) -> None:  # pragma: no cover - default no-op
@@ -97,12 +108,16 @@ class Provider(abc.ABC):
         if isinstance(exc, sdk.APIStatusError):
             return status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers)
         if isinstance(exc, sdk.APITimeoutError):  # a subclass of APIConnectionError: test it first
-            return RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
-                                          model=model)
+            return RetryableProviderError(
+                f"timed out after {self.config.timeout_s}s", provider=self.name, model=model
+            )
         return RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model)
 
     def missing_key(self, env_vars: tuple[str, ...]) -> FatalProviderError:
         names = " or ".join(env_vars)
         return FatalProviderError(
             f"no API key: set {names} in the environment (or pick another provider with --model)",
-            provider=self.name, model=self.config.model, status=401)
+            provider=self.name,
+            model=self.config.model,
+            status=401,
+        )

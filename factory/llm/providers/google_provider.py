@@ -34,14 +34,17 @@ class GoogleProvider(Provider):
         # Retries are ours: the SDK's own retry options stay off.
         self.client = genai.Client(api_key=key, http_options=http_options)
 
-    async def send(self, messages: list[dict[str, Any]], params: GenParams,
-                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
         model = self.config.model
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         contents = [
-            types.Content(role="model" if m["role"] == "assistant" else "user",
-                          parts=[types.Part(text=m["content"])])
-            for m in messages if m["role"] != "system"
+            types.Content(
+                role="model" if m["role"] == "assistant" else "user", parts=[types.Part(text=m["content"])]
+            )
+            for m in messages
+            if m["role"] != "system"
         ]
         cfg: dict[str, Any] = {"temperature": params.temperature, "max_output_tokens": params.max_tokens}
         if system:
@@ -57,17 +60,22 @@ class GoogleProvider(Provider):
             cfg["response_json_schema"] = json_schema(schema)
         try:
             resp = await self.client.aio.models.generate_content(
-                model=model, contents=contents, config=types.GenerateContentConfig(**cfg))
+                model=model, contents=contents, config=types.GenerateContentConfig(**cfg)
+            )
         except genai_errors.APIError as exc:
             headers = _headers(exc)
-            raise status_error(self.name, model, int(exc.code or 500), str(exc.message or exc), headers) from exc
+            raise status_error(
+                self.name, model, int(exc.code or 500), str(exc.message or exc), headers
+            ) from exc
         except TimeoutError as exc:
-            raise RetryableProviderError(f"timed out after {self.config.timeout_s}s", provider=self.name,
-                                         model=model) from exc
+            raise RetryableProviderError(
+                f"timed out after {self.config.timeout_s}s", provider=self.name, model=model
+            ) from exc
         except Exception as exc:  # httpx transport errors surface as their own classes
             if type(exc).__module__.startswith(("httpx", "aiohttp")):
-                raise RetryableProviderError(f"connection failed: {exc!r}", provider=self.name,
-                                             model=model) from exc
+                raise RetryableProviderError(
+                    f"connection failed: {exc!r}", provider=self.name, model=model
+                ) from exc
             raise
         text, finish = "", "stop"
         if resp.candidates:
@@ -77,11 +85,18 @@ class GoogleProvider(Provider):
             if cand.content and cand.content.parts:
                 text = "".join(p.text or "" for p in cand.content.parts)
         um = resp.usage_metadata
-        usage = Usage(input_tokens=(um.prompt_token_count or 0) if um else 0,
-                      output_tokens=(um.candidates_token_count or 0) if um else 0)
+        usage = Usage(
+            input_tokens=(um.prompt_token_count or 0) if um else 0,
+            output_tokens=(um.candidates_token_count or 0) if um else 0,
+        )
         headers = dict(resp.sdk_http_response.headers or {}) if resp.sdk_http_response else {}
-        return RawCompletion(text=text, finish_reason=finish, usage=usage,
-                             model=resp.model_version or model, response_id=resp.response_id or ""), headers
+        return RawCompletion(
+            text=text,
+            finish_reason=finish,
+            usage=usage,
+            model=resp.model_version or model,
+            response_id=resp.response_id or "",
+        ), headers
 
     async def aclose(self) -> None:
         # Without this the SDK's aiohttp session (and its sockets) outlive LLMClient.aclose().

