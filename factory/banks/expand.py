@@ -36,13 +36,13 @@ from rich.console import Console
 
 from factory.banks.check import Embedder, EmbeddingCache, embeddings_cache_path, normalise_text
 from factory.banks.loader import Banks, Rule, RuleLine, load_banks, slugify
+from factory.llm.auto import resolve_auto
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import ConfigError, FatalProviderError, LLMError
 from factory.llm.types import GenParams, LLMRequest
 from factory.paths import banks_dir, outputs_dir
-from factory.recipes import resolve_auto
-from factory.stages.prompt_templates import load_prompt
+from factory.prompt_templates import load_prompt
 
 MAX_RULE_CHARS = 400
 PROMPT = "expand_rules"

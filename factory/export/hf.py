@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
 import polars as pl
 
+from factory.errors import ConfigError
 from factory.export.card import dataset_card
-from factory.llm.errors import ConfigError
+from factory.store.sample_row import export_features, export_record
 
 SPLITS = ("train", "validation", "test")
 
@@ -37,34 +39,7 @@ def load_samples(db: Path) -> pl.DataFrame:
 
 
 def to_records(df: pl.DataFrame) -> list[dict]:
-    records = []
-    for r in df.iter_rows(named=True):
-        records.append(
-            {
-                "sample_id": r["sample_id"],
-                "policy_id": r["policy_id"],
-                "policy": r["policy"],
-                "transcript": r["transcript"],
-                "label": r["label"],
-                "rules": list(r["rules"]),
-                "turns": orjson.loads(r["turns_json"]),
-                "rule_labels": orjson.loads(r["rule_labels_json"]),
-                "violated_rules": list(r["violated_rules"]),
-                "explanation": r["explanation"],
-                "reasoning": r["reasoning"] or "",
-                "trace_mode": r["trace_mode"],
-                "industry": r["industry"],
-                "dynamic": r["dynamic"],
-                "near_miss": bool(r["near_miss"]),
-                "num_rules": r["num_rules"],
-                "num_turns": r["num_turns"],
-                "intended_label": r["intended_label"],
-                "agrees_with_intent": bool(r["agrees_with_intent"]),
-                "max_ambiguity": r["max_ambiguity"],
-                "models": r["models_json"],
-            }
-        )
-    return records
+    return [export_record(r) for r in df.iter_rows(named=True)]
 
 
 def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_frac: float = 0.05) -> str:
@@ -106,39 +81,17 @@ def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_f
     return f"{df.height} samples to {out} ({sizes})"
 
 
-def _features():  # noqa: ANN202
-    from datasets import Features, List, Value
+def _feature(desc: Any) -> Any:
+    from datasets import List, Value
 
-    return Features(
-        {
-            "sample_id": Value("string"),
-            "policy_id": Value("string"),
-            "policy": Value("string"),
-            "transcript": Value("string"),
-            "label": Value("string"),
-            "rules": List(Value("string")),
-            "turns": List({"role": Value("string"), "content": Value("string")}),
-            "rule_labels": List(
-                {
-                    "rule_index": Value("int32"),
-                    "label": Value("string"),
-                    "ambiguity": Value("int32"),
-                    "explanation": Value("string"),
-                    "violated_turns": List(Value("int32")),
-                }
-            ),
-            "violated_rules": List(Value("int32")),
-            "explanation": Value("string"),
-            "reasoning": Value("string"),
-            "trace_mode": Value("string"),
-            "industry": Value("string"),
-            "dynamic": Value("string"),
-            "near_miss": Value("bool"),
-            "num_rules": Value("int32"),
-            "num_turns": Value("int32"),
-            "intended_label": Value("string"),
-            "agrees_with_intent": Value("bool"),
-            "max_ambiguity": Value("int32"),
-            "models": Value("string"),
-        }
-    )
+    if isinstance(desc, str):
+        return Value(desc)
+    if isinstance(desc, list):
+        return List(_feature(desc[0]))
+    return {k: _feature(v) for k, v in desc.items()}
+
+
+def _features():  # noqa: ANN202
+    from datasets import Features
+
+    return Features({name: _feature(desc) for name, desc in export_features().items()})

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from factory.llm.errors import ConfigError
+from factory.errors import ConfigError
 
 
 def hub_token() -> str:

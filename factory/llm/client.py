@@ -224,18 +224,8 @@ class LLMClient:
             raw_text=raw.text,
             attempts=attempts,
         )
-        if self.failure_sink is not None:
-            self.failure_sink(
-                {
-                    "key": key,
-                    "stage": request.stage,
-                    "provider": config.provider,
-                    "model": config.model,
-                    "error": str(err),
-                    "raw_text": raw.text,
-                    "attempts": attempts,
-                }
-            )
+        err.key = key
+        self._report_failure(key, request, config, str(err), raw.text, attempts)
         raise err
 
     # -- identical requests in flight share one network call ----------------------------------
@@ -245,7 +235,7 @@ class LLMClient:
         future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            raw = await self._send(ep, messages, request, counter)
+            raw = await self._send(key, ep, messages, request, counter)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()  # followers send the request themselves
@@ -289,13 +279,13 @@ class LLMClient:
         return completion
 
     async def _send(
-        self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest, counter: Any
+        self, key: str, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest, counter: Any
     ) -> RawCompletion:
         try:  # fast path: no retry machinery unless something goes wrong
             return await self._send_once(ep, messages, request)
         except RetryableProviderError as first:
             if ep.config.max_retries == 0:
-                self._record_transport_failure(ep, request, first)
+                self._report_failure(key, request, ep.config, str(first), "", 1)
                 raise
             counter.retries += 1
             first_wait = first.retry_after
@@ -323,20 +313,25 @@ class LLMClient:
                         counter.retries += 1
                     return await self._send_once(ep, messages, request)
         except RetryableProviderError as exc:
-            self._record_transport_failure(ep, request, exc)
+            self._report_failure(key, request, ep.config, str(exc), "", ep.config.max_retries + 1)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record_transport_failure(self, ep: Endpoint, request: LLMRequest, exc: Exception) -> None:
+    def _report_failure(
+        self, key: str, request: LLMRequest, config: EndpointConfig, error: str, raw_text: str, attempts: int
+    ) -> None:
+        """The one path to `llm_failures`: every column filled."""
         if self.failure_sink is not None:
             self.failure_sink(
                 {
-                    "key": "",
+                    "failed_at": time.time(),
+                    "slot": request.slot,
+                    "key": key,
                     "stage": request.stage,
-                    "provider": ep.config.provider,
-                    "model": ep.config.model,
-                    "error": str(exc),
-                    "raw_text": "",
-                    "attempts": ep.config.max_retries + 1,
+                    "provider": config.provider,
+                    "model": config.model,
+                    "error": error,
+                    "raw_text": raw_text,
+                    "attempts": attempts,
                 }
             )

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from factory.llm.errors import ConfigError
+from factory.errors import ConfigError
 
 ProviderName = Literal["openai", "anthropic", "google", "local"]
 

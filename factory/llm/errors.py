@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from factory.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "FatalProviderError",
+    "LLMError",
+    "RetryableProviderError",
+    "StructuredOutputError",
+]
+
 
 class LLMError(Exception):
     """Base class."""
@@ -44,12 +54,16 @@ class StructuredOutputError(LLMError):
     """The model never produced output matching the schema, re-asks included. Keeps the raw text."""
 
     def __init__(
-        self, message: str, *, provider: str = "", model: str = "", raw_text: str = "", attempts: int = 0
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        raw_text: str = "",
+        attempts: int = 0,
+        key: str = "",
     ) -> None:
         self.raw_text = raw_text
         self.attempts = attempts
+        self.key = key
         super().__init__(message, provider=provider, model=model)
-
-
-class ConfigError(Exception):
-    """Invalid configuration (unknown provider, malformed model spec, bad pricing table...)."""

@@ -36,6 +36,7 @@ class LLMRequest(BaseModel):
     # Bookkeeping only (not part of the fingerprint): which stage and prompt template made the call.
     stage: str = "adhoc"
     prompt_hash: str = ""
+    slot: int | None = None  # the build slot the call serves, for llm_failures
     # A free-form tag that *is* part of the fingerprint, used to ask for a distinct sample of
     # an otherwise identical request (e.g. k samples per input for hard-sample mining).
     variant: str = ""

@@ -19,10 +19,12 @@ from pathlib import Path
 import orjson
 
 from factory.banks.loader import load_banks
+from factory.errors import ConfigError
+from factory.llm.auto import resolve_auto
 from factory.llm.client import LLMClient
-from factory.llm.errors import ConfigError
+from factory.llm.config import EndpointConfig
 from factory.llm.pricing import PriceTable
-from factory.recipes import STAGES, Recipe
+from factory.recipes import STAGES, Recipe, Stage
 from factory.runner.progress import Progress
 from factory.runner.slot import SlotResult, run_slot
 from factory.stages.context import BuildContext
@@ -99,7 +101,7 @@ class Committer:
             ):
                 hit = index.seen(r.sample[field])
                 if hit:
-                    self._drop(r.slot, "filter", reason, f"{hit} duplicate of an accepted sample")
+                    self._drop(r.slot, Stage.FILTER, reason, f"{hit} duplicate of an accepted sample")
                     return
             self.policies.add(r.sample["policy"])
             self.dialogues.add(r.sample["transcript"])
@@ -120,8 +122,9 @@ class Committer:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict:
-    return {stage: recipe.endpoint(recipe.model_spec(stage, overrides)) for stage in STAGES}
+def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict[str, EndpointConfig]:
+    """Each LLM stage's endpoint: the override or recipe spec, 'auto' resolved by the LLM layer."""
+    return {stage: recipe.endpoint(resolve_auto(recipe.model_spec(stage, overrides))) for stage in STAGES}
 
 
 async def build(
@@ -159,7 +162,11 @@ async def build(
         },
     )
     store.flush()
-    client = LLMClient(cache=store.cache, prices=PriceTable.from_mapping(recipe.pricing), failure_sink=None)
+    client = LLMClient(
+        cache=store.cache,
+        prices=PriceTable.from_mapping(recipe.pricing),
+        failure_sink=lambda row: store.add("llm_failures", row),
+    )
     ctx = BuildContext(store=store, client=client, banks=banks, recipe=recipe, seed=seed, endpoints=endpoints)
     committer = Committer(ctx, n)
     committer.restore()

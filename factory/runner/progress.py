@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-STAGE_ORDER = ("compose", "paraphrase", "persona", "dialogue", "label", "traces")
+from factory.recipes.names import LLM_STAGES, Stage
+
+STAGE_ORDER = (Stage.COMPOSE, *LLM_STAGES, Stage.TRACES)
 
 
 class Progress:

@@ -7,13 +7,15 @@ from typing import Any
 
 import orjson
 
+from factory.recipes.names import BREAKS, STAGES, Stage
 from factory.stages.compose import compose_policy, numbered
 from factory.stages.context import BuildContext, SlotDropped
-from factory.stages.dialogue import BREAKS, transcript, write_dialogue
+from factory.stages.dialogue import transcript, write_dialogue
 from factory.stages.label import label_all
 from factory.stages.paraphrase import paraphrase
 from factory.stages.persona import personas
 from factory.stages.traces import build_trace
+from factory.store.sample_row import sample_row
 
 
 @dataclass
@@ -42,7 +44,7 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
         recipe.policy.max_categories,
     )
     ctx.store.add("policies", policy.row())
-    ctx.count("compose").done += 1
+    ctx.count(Stage.COMPOSE).done += 1
     rules = await paraphrase(ctx, policy)
     people = await personas(ctx, slot, policy.industry)
     dialogue = await write_dialogue(ctx, slot, rules, people)
@@ -52,7 +54,7 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
     max_amb = max(lab.ambiguity for lab in labels)
     if max_amb > recipe.label.ambiguity_threshold:
         raise SlotDropped(
-            "filter",
+            Stage.FILTER,
             "ambiguous_label",
             f"max ambiguity {max_amb} > threshold {recipe.label.ambiguity_threshold}",
         )
@@ -62,14 +64,14 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
     agrees = label == intended
     if not agrees:
         if recipe.label.on_intent_disagreement == "drop":
-            raise SlotDropped("filter", "intent_disagreement", f"intended {intended}, labelled {label}")
+            raise SlotDropped(Stage.FILTER, "intent_disagreement", f"intended {intended}, labelled {label}")
         result.notes.append(
-            ("filter", "intent_disagreement", f"intended {intended}, labelled {label} (kept)")
+            (Stage.FILTER, "intent_disagreement", f"intended {intended}, labelled {label} (kept)")
         )
 
     trace = build_trace(ctx.seed, slot, labels, recipe.traces)
     for flag in trace.flags:
-        result.notes.append(("traces", flag, "reasoning dropped, sample kept in answer mode"))
+        result.notes.append((Stage.TRACES, flag, "reasoning dropped, sample kept in answer mode"))
     ctx.store.add(
         "traces",
         {
@@ -80,32 +82,32 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
             "quality_flags": trace.flags,
         },
     )
-    ctx.count("traces").done += 1
-    models = {stage: ctx.endpoints[stage].spec for stage in ("paraphrase", "persona", "dialogue", "label")}
-    result.sample = {
-        "slot": slot,
-        "sample_id": dialogue.sample_id,
-        "policy_id": policy.policy_id,
-        "industry": policy.industry,
-        "policy": numbered(rules),
-        "transcript": transcript(dialogue.turns),
-        "label": label,
-        "rules": rules,
-        "turns_json": orjson.dumps(dialogue.turns).decode(),
-        "rule_labels_json": orjson.dumps([lab.public() for lab in labels]).decode(),
-        "violated_rules": violated,
-        "explanation": trace.explanation,
-        "reasoning": trace.reasoning,
-        "trace_mode": trace.mode,
-        "dynamic": dialogue.dynamic,
-        "near_miss": dialogue.near_miss,
-        "intended_label": intended,
-        "agrees_with_intent": agrees,
-        "num_rules": len(rules),
-        "num_turns": dialogue.num_turns,
-        "max_ambiguity": max_amb,
-        "user_persona": people.user,
-        "agent_persona": f"{people.agent_name} ({people.company}): {people.agent}",
-        "models_json": orjson.dumps(models).decode(),
-    }
+    ctx.count(Stage.TRACES).done += 1
+    models = {stage: ctx.endpoints[stage].spec for stage in STAGES}
+    result.sample = sample_row(
+        slot=slot,
+        sample_id=dialogue.sample_id,
+        policy_id=policy.policy_id,
+        industry=policy.industry,
+        policy=numbered(rules),
+        transcript=transcript(dialogue.turns),
+        label=label,
+        rules=rules,
+        turns_json=orjson.dumps(dialogue.turns).decode(),
+        rule_labels_json=orjson.dumps([lab.public() for lab in labels]).decode(),
+        violated_rules=violated,
+        explanation=trace.explanation,
+        reasoning=trace.reasoning,
+        trace_mode=trace.mode,
+        dynamic=dialogue.dynamic,
+        near_miss=dialogue.near_miss,
+        intended_label=intended,
+        agrees_with_intent=agrees,
+        num_rules=len(rules),
+        num_turns=dialogue.num_turns,
+        max_ambiguity=max_amb,
+        user_persona=people.user,
+        agent_persona=f"{people.agent_name} ({people.company}): {people.agent}",
+        models_json=orjson.dumps(models).decode(),
+    )
     return result

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from factory.banks.loader import Banks, Rule, slugify
-from factory.stages.sampling import SizeLaw, slot_rng, stable_id
+from factory.recipes.laws import SizeLaw
+from factory.stages.sampling import slot_rng, stable_id
 
 
 @dataclass

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 
 import orjson
 
+from factory.recipes.names import BREAKS, Stage
 from factory.stages.compose import numbered
 from factory.stages.context import BuildContext, SlotDropped
 from factory.stages.llm_call import stage_call
 from factory.stages.persona import Personas
 from factory.stages.sampling import slot_rng, stable_id
 from factory.stages.schemas import dialogue_schema
-
-BREAKS = {"trick_break", "normal_break"}
 
 DYNAMIC_TEXT = {
     "normal_comply": "The user has an ordinary request and behaves normally. The agent follows every rule "
@@ -91,9 +90,9 @@ async def write_dialogue(ctx: BuildContext, slot: int, policy_rules: list[str], 
     near = ""
     if near_miss:
         near = (NEAR_MISS_BREAK if dynamic in BREAKS else NEAR_MISS_COMPLY).format(targets=ref, them=pron)
-    response, prompt_hash = await stage_call(
+    call = await stage_call(
         ctx,
-        "dialogue",
+        Stage.DIALOGUE,
         "dialogue",
         dialogue_schema(n_turns),
         slot=slot,
@@ -110,7 +109,7 @@ async def write_dialogue(ctx: BuildContext, slot: int, policy_rules: list[str], 
         n_turns=n_turns,
     )
     turns: list[dict[str, str]] = []
-    for ex in response.parsed.exchanges:
+    for ex in call.parsed.exchanges:
         turns.append({"role": "user", "content": ex.user.strip()})
         turns.append({"role": "agent", "content": ex.agent.strip()})
     sample_id = "dyn-" + stable_id(ctx.seed, slot, length=14)
@@ -119,7 +118,7 @@ async def write_dialogue(ctx: BuildContext, slot: int, policy_rules: list[str], 
         dynamic=dynamic,
         near_miss=near_miss,
         target_rules=targets,
-        scenario=response.parsed.scenario.strip(),
+        scenario=call.parsed.scenario.strip(),
         turns=turns,
     )
     ctx.store.add(
@@ -133,14 +132,12 @@ async def write_dialogue(ctx: BuildContext, slot: int, policy_rules: list[str], 
             "num_turns": d.num_turns,
             "scenario": d.scenario,
             "turns_json": orjson.dumps(turns).decode(),
-            "model": ctx.endpoints["dialogue"].spec,
-            "prompt_hash": prompt_hash,
-            "call_key": response.key,
-        },
+        }
+        | call.provenance,
     )
     problem = check_turns(turns)
     if problem:
-        raise SlotDropped("filter", "malformed_dialogue", problem)
+        raise SlotDropped(Stage.FILTER, "malformed_dialogue", problem)
     return d
 
 

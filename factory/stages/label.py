@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from factory.recipes.names import Stage
 from factory.stages.context import BuildContext
 from factory.stages.dialogue import Dialogue, numbered_transcript
 from factory.stages.llm_call import stage_call
@@ -55,9 +56,9 @@ async def label_rule(
     ctx: BuildContext, slot: int, rule_index: int, rule: str, dialogue: Dialogue
 ) -> RuleLabel:
     n = dialogue.num_turns
-    response, prompt_hash = await stage_call(
+    call = await stage_call(
         ctx,
-        "label",
+        Stage.LABEL,
         "label",
         judgement_schema(n),
         slot=slot,
@@ -67,7 +68,7 @@ async def label_rule(
         n_turns=n,
         transcript=numbered_transcript(dialogue.turns),
     )
-    result = aggregate(rule_index, list(response.parsed.judgements))
+    result = aggregate(rule_index, list(call.parsed.judgements))
     ctx.store.add(
         "rule_labels",
         {
@@ -79,10 +80,8 @@ async def label_rule(
             "discussion": result.discussion,
             "explanation": result.explanation,
             "turns_json": orjson.dumps([j.model_dump() for j in result.judgements]).decode(),
-            "model": ctx.endpoints["label"].spec,
-            "prompt_hash": prompt_hash,
-            "call_key": response.key,
-        },
+        }
+        | call.provenance,
     )
     return result
 

@@ -1,13 +1,36 @@
-"""The one way a stage calls an LLM: render its prompt, call, count, and turn failures into drops."""
+"""The one way a stage calls an LLM: render its prompt, call, count, and turn failures into drops.
+
+The result carries the call's provenance (model, prompt hash, cache key), which every stage table
+stores next to its rows. Failures reach `llm_failures` through the client's failure sink.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
 from factory.llm.errors import FatalProviderError, LLMError
 from factory.llm.types import GenParams, LLMRequest, LLMResponse
+from factory.prompt_templates import load_prompt
 from factory.stages.context import BuildContext, SlotDropped
-from factory.stages.prompt_templates import load_prompt
+
+
+@dataclass(frozen=True)
+class StageCall:
+    response: LLMResponse
+    model: str  # provider:model spec of the stage's endpoint
+    prompt_hash: str
+
+    @property
+    def parsed(self) -> Any:
+        return self.response.parsed
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """The columns every LLM stage table has: model, prompt_hash, call_key."""
+        return {"model": self.model, "prompt_hash": self.prompt_hash, "call_key": self.response.key}
 
 
 async def stage_call(
@@ -21,9 +44,9 @@ async def stage_call(
     max_tokens: int,
     variant: str = "",
     **values: object,
-) -> tuple[LLMResponse, str]:
-    """Returns (response, prompt_hash). Provider/validation failures become SlotDropped;
-    fatal configuration errors (bad key, unknown model) propagate and stop the build."""
+) -> StageCall:
+    """Provider/validation failures become SlotDropped; fatal configuration errors (bad key,
+    unknown model) propagate and stop the build."""
     template = load_prompt(prompt)
     request = LLMRequest(
         messages=template.render(**values),
@@ -32,27 +55,17 @@ async def stage_call(
         stage=stage,
         prompt_hash=template.hash,
         variant=variant,
+        slot=slot,
     )
     counts = ctx.count(stage)
     counts.started += 1
+    endpoint = ctx.endpoints[stage]
     try:
-        response = await ctx.client.complete(ctx.endpoints[stage], request)
+        response = await ctx.client.complete(endpoint, request)
     except FatalProviderError:
         raise  # bad key, unknown model...: stop the build, the message says what to fix
     except LLMError as exc:
         counts.failed += 1
-        ctx.store.add(
-            "llm_failures",
-            {
-                "slot": slot,
-                "stage": stage,
-                "provider": exc.provider,
-                "model": exc.model,
-                "error": str(exc),
-                "raw_text": getattr(exc, "raw_text", ""),
-                "attempts": getattr(exc, "attempts", 0),
-            },
-        )
         raise SlotDropped(stage, "llm_failure", str(exc)[:300]) from exc
     counts.done += 1
-    return response, template.hash
+    return StageCall(response=response, model=endpoint.spec, prompt_hash=template.hash)

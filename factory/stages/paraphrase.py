@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from factory.recipes.names import Stage
 from factory.stages.compose import ComposedPolicy, numbered
 from factory.stages.context import BuildContext
 from factory.stages.llm_call import stage_call
@@ -25,9 +26,9 @@ STYLES = (
 async def paraphrase(ctx: BuildContext, policy: ComposedPolicy) -> list[str]:
     n = len(policy.rules)
     style = slot_rng(ctx.seed, policy.slot, "paraphrase").choice(STYLES)
-    response, prompt_hash = await stage_call(
+    call = await stage_call(
         ctx,
-        "paraphrase",
+        Stage.PARAPHRASE,
         "paraphrase",
         paraphrase_schema(n),
         slot=policy.slot,
@@ -38,16 +39,8 @@ async def paraphrase(ctx: BuildContext, policy: ComposedPolicy) -> list[str]:
         style=style,
         rules=numbered([r.text for r in policy.rules]),
     )
-    rules = [r.strip() for r in response.parsed.rules]
+    rules = [r.strip() for r in call.parsed.rules]
     ctx.store.add(
-        "paraphrases",
-        {
-            "slot": policy.slot,
-            "policy_id": policy.policy_id,
-            "rules": rules,
-            "model": ctx.endpoints["paraphrase"].spec,
-            "prompt_hash": prompt_hash,
-            "call_key": response.key,
-        },
+        "paraphrases", {"slot": policy.slot, "policy_id": policy.policy_id, "rules": rules} | call.provenance
     )
     return rules

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from factory.recipes.names import Stage
 from factory.stages.context import BuildContext
 from factory.stages.llm_call import stage_call
 from factory.stages.sampling import slot_rng
@@ -46,9 +47,9 @@ async def personas(ctx: BuildContext, slot: int, industry: str) -> Personas:
         "tone": rng.choice(ctx.banks.agent["tones"]),
         "location": rng.choice(ctx.banks.agent["locations"]),
     }
-    response, prompt_hash = await stage_call(
+    call = await stage_call(
         ctx,
-        "persona",
+        Stage.PERSONA,
         "agent_persona",
         AgentPersona,
         slot=slot,
@@ -56,7 +57,7 @@ async def personas(ctx: BuildContext, slot: int, industry: str) -> Personas:
         max_tokens=400,
         **agent_traits,
     )
-    p: AgentPersona = response.parsed
+    p: AgentPersona = call.parsed
     ctx.store.add(
         "personas",
         {
@@ -67,10 +68,8 @@ async def personas(ctx: BuildContext, slot: int, industry: str) -> Personas:
             "company": p.company.strip(),
             "agent_persona": p.persona.strip(),
             "agent_traits_json": orjson.dumps(agent_traits).decode(),
-            "model": ctx.endpoints["persona"].spec,
-            "prompt_hash": prompt_hash,
-            "call_key": response.key,
-        },
+        }
+        | call.provenance,
     )
     return Personas(
         user=user_text, agent_name=p.agent_name.strip(), company=p.company.strip(), agent=p.persona.strip()

@@ -1,5 +1,7 @@
 """DDL of every table the factory writes. ARCHITECTURE.md documents them for SQL users."""
 
+from factory.store.sample_row import samples_ddl
+
 TABLES: dict[str, str] = {
     "runs": """
         CREATE TABLE IF NOT EXISTS runs (
@@ -35,14 +37,7 @@ TABLES: dict[str, str] = {
     "filter_log": """
         CREATE TABLE IF NOT EXISTS filter_log (
             slot BIGINT, stage VARCHAR, reason VARCHAR, detail VARCHAR, dropped BOOLEAN)""",
-    "samples": """
-        CREATE TABLE IF NOT EXISTS samples (
-            slot BIGINT PRIMARY KEY, sample_id VARCHAR, policy_id VARCHAR, industry VARCHAR,
-            policy VARCHAR, transcript VARCHAR, label VARCHAR, rules VARCHAR[], turns_json VARCHAR,
-            rule_labels_json VARCHAR, violated_rules INTEGER[], explanation VARCHAR, reasoning VARCHAR,
-            trace_mode VARCHAR, dynamic VARCHAR, near_miss BOOLEAN, intended_label VARCHAR,
-            agrees_with_intent BOOLEAN, num_rules INTEGER, num_turns INTEGER, max_ambiguity INTEGER,
-            user_persona VARCHAR, agent_persona VARCHAR, models_json VARCHAR)""",
+    "samples": samples_ddl(),
     "slot_status": """
         CREATE TABLE IF NOT EXISTS slot_status (
             slot BIGINT PRIMARY KEY, status VARCHAR, reason VARCHAR)""",

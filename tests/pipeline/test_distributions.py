@@ -8,8 +8,9 @@ import pytest
 
 from factory.banks.loader import load_banks
 from factory.recipes import load_recipe
+from factory.recipes.laws import TURNS_LAW
 from factory.stages.compose import compose_policy
-from factory.stages.sampling import TURNS_LAW, slot_rng
+from factory.stages.sampling import slot_rng
 
 SLOTS = 20_000
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from factory.llm.config import EndpointConfig, configured_remote
-from factory.llm.errors import ConfigError
+from factory.errors import ConfigError
+from factory.llm.config import EndpointConfig
 from factory.paths import pipelines_dir
-from factory.stages.sampling import RULES_LAW, TURNS_LAW, SizeLaw
-
-STAGES = ("paraphrase", "persona", "dialogue", "label")
-DYNAMICS = ("normal_comply", "trick_resist", "trick_break", "normal_break")
-LOCAL_SPEC = "local:smollm2-135m"
+from factory.recipes.laws import RULES_LAW, TURNS_LAW, SizeLaw
+from factory.recipes.names import DYNAMICS, STAGES
 
 
 class _Strict(BaseModel):
@@ -106,39 +102,15 @@ class Recipe(_Strict):
         )
 
     def endpoint(self, spec: str) -> EndpointConfig:
-        spec = resolve_auto(spec)
+        """The endpoint for a resolved 'provider:model' spec with this recipe's client-side limits.
+
+        'auto' must be resolved first (factory.llm.auto): a recipe is data and never calls out."""
+        if spec == "auto":
+            raise ConfigError("model spec 'auto' must be resolved before it is used (factory.llm.auto)")
         cfg = EndpointConfig.parse(spec)
         limits = self.endpoint_defaults.model_dump(exclude_none=True)
         limits.update(self.endpoints.get(spec, EndpointLimits()).model_dump(exclude_none=True))
         return cfg.model_copy(update=limits)
-
-
-def resolve_auto(spec: str) -> str:
-    """'auto': the provider configured in the environment, else the embedded local model."""
-    if spec != "auto":
-        return spec
-    remote = configured_remote()
-    if remote is None:
-        return LOCAL_SPEC
-    if remote.provider == "openai" and not os.environ.get("FACTORY_MODEL") and remote.resolved_base_url():
-        served = _first_served_model(remote)
-        if served:
-            return f"openai:{served}"
-    return remote.spec
-
-
-def _first_served_model(cfg: EndpointConfig) -> str | None:
-    """Ask an OpenAI-compatible server (vLLM, llama.cpp, Ollama) which model it serves."""
-    import openai
-
-    try:
-        client = openai.OpenAI(
-            api_key=cfg.api_key() or "unused", base_url=cfg.resolved_base_url(), max_retries=1, timeout=10
-        )
-        models = client.models.list()
-        return models.data[0].id if models.data else None
-    except Exception:  # noqa: BLE001 - fall back to the default model name
-        return None
 
 
 def load_recipe(name_or_path: str | None) -> Recipe:

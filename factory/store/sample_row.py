@@ -1,0 +1,106 @@
+"""The sample row, defined once: the committer builds it, the DDL is made from it, the export reads it.
+
+Each column has a DuckDB type and, when exported, the name and feature it has in the exported
+dataset. Columns stored as JSON text can be exported parsed (`turns_json` -> `turns`).
+Feature descriptors are plain data ("string", "int32", "bool", [item], {field: descriptor}) so
+that this module does not import `datasets`; the export turns them into `datasets.Features`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+Feature = str | list | dict
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql: str
+    feature: Feature | None = None  # None: kept in the store, not exported
+    export_name: str | None = None  # defaults to name
+    parse_json: bool = False  # stored as JSON text, exported as the parsed value
+
+    @property
+    def exported_as(self) -> str:
+        return self.export_name or self.name
+
+
+RULE_LABEL_FEATURE: Feature = {
+    "rule_index": "int32",
+    "label": "string",
+    "ambiguity": "int32",
+    "explanation": "string",
+    "violated_turns": ["int32"],
+}
+
+SAMPLE_COLUMNS: tuple[Column, ...] = (
+    Column("slot", "BIGINT PRIMARY KEY"),
+    Column("sample_id", "VARCHAR", "string"),
+    Column("policy_id", "VARCHAR", "string"),
+    Column("policy", "VARCHAR", "string"),
+    Column("transcript", "VARCHAR", "string"),
+    Column("label", "VARCHAR", "string"),
+    Column("rules", "VARCHAR[]", ["string"]),
+    Column("turns_json", "VARCHAR", [{"role": "string", "content": "string"}], "turns", parse_json=True),
+    Column("rule_labels_json", "VARCHAR", [RULE_LABEL_FEATURE], "rule_labels", parse_json=True),
+    Column("violated_rules", "INTEGER[]", ["int32"]),
+    Column("explanation", "VARCHAR", "string"),
+    Column("reasoning", "VARCHAR", "string"),
+    Column("trace_mode", "VARCHAR", "string"),
+    Column("industry", "VARCHAR", "string"),
+    Column("dynamic", "VARCHAR", "string"),
+    Column("near_miss", "BOOLEAN", "bool"),
+    Column("num_rules", "INTEGER", "int32"),
+    Column("num_turns", "INTEGER", "int32"),
+    Column("intended_label", "VARCHAR", "string"),
+    Column("agrees_with_intent", "BOOLEAN", "bool"),
+    Column("max_ambiguity", "INTEGER", "int32"),
+    Column("models_json", "VARCHAR", "string", "models"),
+    Column("user_persona", "VARCHAR"),
+    Column("agent_persona", "VARCHAR"),
+)
+SAMPLE_FIELDS = frozenset(c.name for c in SAMPLE_COLUMNS)
+EXPORTED = tuple(c for c in SAMPLE_COLUMNS if c.feature is not None)
+
+
+def samples_ddl() -> str:
+    cols = ", ".join(f"{c.name} {c.sql}" for c in SAMPLE_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS samples ({cols})"
+
+
+def sample_row(**values: Any) -> dict[str, Any]:
+    """A row for `samples`; every column must be given, and nothing else."""
+    missing = SAMPLE_FIELDS - values.keys()
+    extra = values.keys() - SAMPLE_FIELDS
+    if missing or extra:
+        raise ValueError(f"sample row: missing {sorted(missing)}, unknown {sorted(extra)}")
+    return values
+
+
+def _plain(value: Any, feature: Feature) -> Any:
+    if feature == "string":
+        return value or ""
+    if feature == "bool":
+        return bool(value)
+    if isinstance(feature, list):
+        return list(value or [])
+    return value
+
+
+def export_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored sample row as an exported record (exported columns only, JSON parsed)."""
+    out = {}
+    for c in EXPORTED:
+        value = row[c.name]
+        if c.parse_json:
+            value = orjson.loads(value) if value else []
+        out[c.exported_as] = _plain(value, c.feature)
+    return out
+
+
+def export_features() -> dict[str, Feature]:
+    return {c.exported_as: c.feature for c in EXPORTED}
