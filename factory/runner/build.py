@@ -30,6 +30,7 @@ from factory.runner.slot import SlotResult, run_slot
 from factory.stages.context import BuildContext
 from factory.stages.dedup import NearDupIndex
 from factory.store.db import Store
+from factory.store.live_status import clear_live_status, write_live_status
 
 
 @dataclass
@@ -177,6 +178,16 @@ async def build(
     window = max(2, min(busy, math.ceil(n * 1.2) + 2))
     max_slots = int(n * recipe.oversample_cap) + 50
     display = Progress(ctx, committer, n, enabled=progress)
+    last_beat = 0.0
+
+    def heartbeat(state: str = "running", force: bool = False) -> None:
+        nonlocal last_beat
+        if force or time.monotonic() - last_beat >= 1.0:
+            last_beat = time.monotonic()
+            write_live_status(db, accepted=committer.accepted, target=n, slots=committer.cursor, state=state)
+
+    heartbeat(force=True)
+
     next_slot = committer.cursor
     in_flight: dict[int, asyncio.Task] = {}
     try:
@@ -204,6 +215,7 @@ async def build(
                     committer.offer(result)
                 store.maybe_flush()
                 display.update()
+                heartbeat()
     finally:
         for task in in_flight.values():
             task.cancel()
@@ -216,6 +228,7 @@ async def build(
             "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, time.time(), run_id]
         )
         store.close()
+        clear_live_status(db)
     total = client.accounting.total()
     return BuildSummary(
         accepted=committer.accepted,
