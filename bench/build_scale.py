@@ -24,7 +24,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from factory.testing.fake_llm_server import FakeServerProcess  # noqa: E402
+from factory.testing.server_process import FakeServerProcess  # noqa: E402
 
 RECIPE = """name: bench-scale
 description: DynaBench defaults; every ambiguity kept because the fake server's scores are random.

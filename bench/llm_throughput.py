@@ -31,7 +31,7 @@ from factory.llm.config import EndpointConfig  # noqa: E402
 from factory.llm.schema import json_schema  # noqa: E402
 from factory.llm.types import GenParams, LLMRequest, Message  # noqa: E402
 from factory.store.db import Store  # noqa: E402
-from factory.testing.fake_llm_server import FakeServerProcess  # noqa: E402
+from factory.testing.server_process import FakeServerProcess  # noqa: E402
 
 
 class Verdict(BaseModel):

@@ -14,7 +14,7 @@ from rich.console import Console
 from factory.banks.check import Embedder, normalise_text
 from factory.banks.expand import Screen, clean_rule, expand
 from factory.banks.loader import RuleLine, load_banks
-from factory.testing.fake_llm_server import FakeServerProcess
+from factory.testing.server_process import FakeServerProcess
 from tests.banks.conftest import snapshot
 
 NEW_RULE = "Offer a teeth-brushing add-on only to dogs over one year old, at 8 USD per session."

@@ -10,7 +10,7 @@ import pytest
 
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
-from factory.testing.fake_llm_server import FakeServerProcess
+from factory.testing.server_process import FakeServerProcess
 from tests.llm.helpers import KEY_ENV, MODELS
 
 # Everything in the developer's environment that could steer an SDK somewhere else.

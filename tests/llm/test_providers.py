@@ -17,7 +17,7 @@ from factory.llm.config import EndpointConfig
 from factory.llm.errors import FatalProviderError, RetryableProviderError, StructuredOutputError
 from factory.llm.pricing import Price, PriceTable
 from factory.llm.types import GenParams
-from factory.testing.fake_llm_server import MALFORMED_TEXT
+from factory.testing.answers import MALFORMED_TEXT
 from tests.llm.helpers import KEY_ENV, MODELS, PROVIDERS, Verdict, expected_tokens, request
 
 pytestmark = pytest.mark.parametrize("provider", PROVIDERS)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from factory.llm.ratelimit import RateLimiter, TokenBucket, _parse_duration
-from factory.testing.fake_llm_server import FakeServerProcess
+from factory.testing.server_process import FakeServerProcess
 from tests.llm.helpers import PROVIDERS, Verdict, request
 
 LATENCY = 0.2

@@ -1,7 +1,7 @@
 """Shared pieces of the end-to-end pipeline tests.
 
 Every build runs the real CLI (`python -m factory.cli.main`) as a subprocess against the fake
-OpenAI-compatible server (`factory.testing.fake_llm_server.FakeServerProcess`), configured only
+OpenAI-compatible server (`factory.testing.server_process.FakeServerProcess`), configured only
 through the environment. The fake's answers are random but schema-valid, so most tests use a
 permissive recipe (ambiguity threshold 10) to keep every slot.
 """
@@ -23,7 +23,7 @@ import orjson
 import pytest
 import yaml
 
-from factory.testing.fake_llm_server import FakeServerProcess
+from factory.testing.server_process import FakeServerProcess
 
 PERMISSIVE: dict[str, Any] = {
     "name": "pipetest",

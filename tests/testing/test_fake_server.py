@@ -25,13 +25,10 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from pydantic import BaseModel, Field
 
-from factory.testing.fake_llm_server import (
-    MALFORMED_TEXT,
-    FakeLLMServer,
-    FakeServerProcess,
-    instance_for_schema,
-    violating_instance,
-)
+from factory.testing.answers import MALFORMED_TEXT
+from factory.testing.fake_llm_server import FakeLLMServer
+from factory.testing.schema_instances import instance_for_schema, violating_instance
+from factory.testing.server_process import FakeServerProcess
 
 # ------------------------------------------------------------------------------------------------
 # models and helpers

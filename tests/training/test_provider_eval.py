@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from factory.testing.fake_llm_server import FakeServerProcess
+from factory.testing.server_process import FakeServerProcess
 from training.cli import app
 
 runner = CliRunner()

@@ -1,0 +1,75 @@
+"""Command line of the fake LLM server: ``python -m factory.testing.fake_llm_server [options]``.
+
+Serves :class:`~factory.testing.fake_llm_server.FakeLLMServer` until SIGTERM/SIGINT and prints
+``READY http://HOST:PORT`` once it listens (what :class:`~factory.testing.server_process.FakeServerProcess`
+waits for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+__all__ = ["main"]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m factory.testing.fake_llm_server",
+        description="Fake OpenAI/Anthropic/Gemini server for tests and benchmarks (a test double).",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = pick a free port (default)")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
+    p.add_argument("--rate-limit", type=float, default=0.0, help="requests/s before 429s (0 = off)")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="probability of a random 500")
+    p.add_argument("--fail-seed", type=int, default=0, help="seed of the --fail-rate coin")
+    p.add_argument("--require-key", default=None, help="API key every request must carry")
+    p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    return p.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    # imported here, not at the top: fake_llm_server imports this module to re-export main
+    from factory.testing.fake_llm_server import FakeLLMServer
+
+    server = FakeLLMServer(
+        args.host,
+        args.port,
+        latency=args.latency,
+        rate_limit=args.rate_limit,
+        fail_rate=args.fail_rate,
+        fail_seed=args.fail_seed,
+        require_key=args.require_key,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    url = await server.start()
+    sys.stdout.write(f"READY {url}\n")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    loop_factory = None
+    if not args.no_uvloop:
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(args))
+    return 0
