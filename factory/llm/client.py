@@ -14,12 +14,13 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from factory.llm.accounting import Accounting
+from factory.llm.breaker import CircuitBreaker
 from factory.llm.cache import RequestCache
 from factory.llm.config import EndpointConfig
-from factory.llm.errors import RetryableProviderError, StructuredOutputError
+from factory.llm.errors import ClientClosing, RetryableProviderError, StructuredOutputError
 from factory.llm.fingerprint import request_key
 from factory.llm.pricing import PriceTable
 from factory.llm.providers.base import Provider
@@ -62,6 +63,11 @@ class Endpoint:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.limiter = RateLimiter(config.rpm, config.tpm)
         self.paused_until = 0.0
+        self.breaker: CircuitBreaker | None = None
+        if config.outage_patience_s is not None:
+            self.breaker = CircuitBreaker(
+                config.spec, patience_s=config.outage_patience_s, startup_patience_s=config.startup_patience_s
+            )
 
     async def wait_if_paused(self) -> None:
         delay = self.paused_until - time.monotonic()
@@ -110,6 +116,16 @@ class LLMClient:
         self.failure_sink = failure_sink
         self._endpoints: dict[str, Endpoint] = {}
         self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
+        self._closing = False
+
+    def stop_new_requests(self) -> None:
+        """From now on no request goes out (they raise ClientClosing); requests already on the wire
+        finish, and their answers are journaled as usual. Used to drain a build before exit."""
+        self._closing = True
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._endpoints.values())
 
     def endpoint(self, config: EndpointConfig) -> Endpoint:
         """One Endpoint (SDK client, semaphore, limiter) per distinct configuration."""
@@ -263,16 +279,37 @@ class LLMClient:
     async def _send_once(
         self, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest
     ) -> RawCompletion:
+        if self._closing:
+            raise ClientClosing("the client is closing: no new requests")
         await ep.wait_if_paused()
+        probe = await ep.breaker.admit() if ep.breaker is not None else False
+        if self._closing:
+            if ep.breaker is not None:
+                ep.breaker.release(probe)
+            raise ClientClosing("the client is closing: no new requests")
         estimate = _estimate_tokens(messages, request.params.max_tokens)
-        async with ep.semaphore:
-            await ep.limiter.acquire(estimate)
-            try:
-                completion, headers = await ep.provider.send(messages, request.params, request.output_schema)
-            except RetryableProviderError as exc:
-                if exc.retry_after:
-                    ep.pause(min(exc.retry_after, 300.0))
-                raise
+        try:
+            async with ep.semaphore:
+                if self._closing:
+                    raise ClientClosing("the client is closing: no new requests")
+                await ep.limiter.acquire(estimate)
+                try:
+                    completion, headers = await ep.provider.send(
+                        messages, request.params, request.output_schema
+                    )
+                except RetryableProviderError as exc:
+                    if exc.retry_after:
+                        ep.pause(min(exc.retry_after, 300.0))
+                    if ep.breaker is not None:
+                        exc.during_outage = probe or ep.breaker.is_open
+                        ep.breaker.failure(exc, probe)
+                        probe = False
+                    raise
+        finally:
+            if ep.breaker is not None:
+                ep.breaker.release(probe)
+        if ep.breaker is not None:
+            ep.breaker.success(probe)
         ep.limiter.settle(estimate, completion.usage.total_tokens)
         if headers:
             ep.limiter.observe_headers(headers)
@@ -283,28 +320,45 @@ class LLMClient:
     ) -> RawCompletion:
         try:  # fast path: no retry machinery unless something goes wrong
             return await self._send_once(ep, messages, request)
-        except RetryableProviderError as first:
-            if ep.config.max_retries == 0:
+        except RetryableProviderError as exc:
+            first = exc
+            if ep.config.max_retries == 0 and ep.breaker is None:
                 self._report_failure(key, request, ep.config, str(first), "", 1)
                 raise
             counter.retries += 1
             first_wait = first.retry_after
+            counted = 0 if first.during_outage else 1
         backoff = wait_exponential_jitter(initial=0.5, max=60.0)
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, RetryableProviderError) and exc.retry_after is not None:
                 return min(exc.retry_after, 300.0)
+            if isinstance(exc, RetryableProviderError) and exc.during_outage:
+                return 0.0  # the breaker paces calls during an outage
             return backoff(state)
+
+        def stop(state: Any) -> bool:
+            """Attempts made while the endpoint's breaker is open do not count: the breaker
+            decides when an outage is over (or gives up); max_retries bounds one request's own
+            failures while the endpoint otherwise answers."""
+            nonlocal counted
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RetryableProviderError) and not exc.during_outage:
+                counted += 1
+            return counted > ep.config.max_retries
 
         if first_wait is not None:
             await asyncio.sleep(min(first_wait, 300.0))
-        else:
+        elif not first.during_outage:
             await asyncio.sleep(random.uniform(0.25, 0.75))
+        if counted > ep.config.max_retries:
+            self._report_failure(key, request, ep.config, str(first), "", counted)
+            raise first
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(RetryableProviderError),
-                stop=stop_after_attempt(ep.config.max_retries),
+                stop=stop,
                 wait=wait,
                 reraise=True,
             ):
@@ -313,7 +367,7 @@ class LLMClient:
                         counter.retries += 1
                     return await self._send_once(ep, messages, request)
         except RetryableProviderError as exc:
-            self._report_failure(key, request, ep.config, str(exc), "", ep.config.max_retries + 1)
+            self._report_failure(key, request, ep.config, str(exc), "", counted)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 

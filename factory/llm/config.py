@@ -40,6 +40,9 @@ class EndpointConfig(BaseModel):
     max_retries: int = Field(default=6, ge=0, le=50)
     max_reasks: int = Field(default=2, ge=0, le=10)
     strict_schema: bool = True
+    # Circuit breaker (None: off, every request retries on its own and then fails). Builds turn it on.
+    outage_patience_s: float | None = Field(default=None, gt=0, le=86_400)
+    startup_patience_s: float = Field(default=15.0, gt=0, le=3600)
 
     @field_validator("model")
     @classmethod

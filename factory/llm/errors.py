@@ -7,7 +7,9 @@ from factory.errors import ConfigError
 __all__ = [
     "ConfigError",
     "FatalProviderError",
+    "ClientClosing",
     "LLMError",
+    "ProviderOutage",
     "RetryableProviderError",
     "StructuredOutputError",
 ]
@@ -47,7 +49,33 @@ class RetryableProviderError(LLMError):
     ) -> None:
         self.status = status
         self.retry_after = retry_after
+        self.during_outage = False  # set by the client when the endpoint's breaker was open
         super().__init__(message, provider=provider, model=model)
+
+    @property
+    def kind(self) -> str:
+        """connection | timeout | rate_limit | server"""
+        if self.status == 429:
+            return "rate_limit"
+        if self.status is not None:
+            return "server"
+        return "timeout" if "timed out" in str(self) else "connection"
+
+    def kind_text(self) -> str:
+        return {
+            "connection": "connection refused or dropped",
+            "timeout": "requests time out",
+            "rate_limit": "HTTP 429 rate limited",
+            "server": f"HTTP {self.status} server errors",
+        }[self.kind]
+
+
+class ClientClosing(LLMError):
+    """The client stopped sending new requests (a build is draining before it exits)."""
+
+
+class ProviderOutage(LLMError):
+    """An endpoint stayed unavailable past its patience: the build stops (and resumes on rerun)."""
 
 
 class StructuredOutputError(LLMError):

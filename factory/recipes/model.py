@@ -14,6 +14,9 @@ from factory.paths import pipelines_dir
 from factory.recipes.laws import RULES_LAW, TURNS_LAW, SizeLaw
 from factory.recipes.names import DYNAMICS, STAGES
 
+# A build waits this long for a provider that stopped answering before it stops (and can resume).
+DEFAULT_OUTAGE_PATIENCE_S = 300.0
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +30,18 @@ class EndpointLimits(_Strict):
     max_retries: int | None = Field(default=None, ge=0)
     max_reasks: int | None = Field(default=None, ge=0)
     strict_schema: bool | None = None
+    outage_patience_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="how long a build waits out a provider outage (default 300)",
+    )
+    startup_patience_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="patience when the provider never answered and refuses connections",
+    )
 
 
 class PolicyConfig(_Strict):
@@ -108,7 +123,8 @@ class Recipe(_Strict):
         if spec == "auto":
             raise ConfigError("model spec 'auto' must be resolved before it is used (factory.llm.auto)")
         cfg = EndpointConfig.parse(spec)
-        limits = self.endpoint_defaults.model_dump(exclude_none=True)
+        limits: dict = {"outage_patience_s": DEFAULT_OUTAGE_PATIENCE_S}
+        limits.update(self.endpoint_defaults.model_dump(exclude_none=True))
         limits.update(self.endpoints.get(spec, EndpointLimits()).model_dump(exclude_none=True))
         return cfg.model_copy(update=limits)
 
