@@ -8,15 +8,19 @@ cache in `outputs/eval-cache.duckdb` so a rerun of the same evaluation costs not
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
+from factory.llm.cache import RequestCache
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import LLMError
 from factory.llm.types import GenParams, LLMRequest, Message
 from factory.paths import outputs_dir
-from training.evaluate import register_predictor
+from training.eval.predictors import register_predictor
 from training.format import mode_messages_for_api
 
 MAX_TOKENS = {"think": 1024, "answer": 200}
@@ -30,11 +34,32 @@ class ProviderPredictor:
     def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
         return asyncio.run(self._predict(messages_batch, mode))
 
-    async def _predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
-        from factory.store.db import Store
+    def _open_cache(self) -> tuple[duckdb.DuckDBPyConnection, RequestCache]:
+        """The LLM layer's request cache in its own DuckDB file (journal next to it)."""
+        path = Path(self.cache_db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The cache is read by point lookups and written in batches; DuckDB's default buffer pool
+        # (80% of RAM) is far more than it needs.
+        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "512MB")}
+        con = duckdb.connect(str(path), config=config)
+        try:
+            cache = RequestCache(con, path.with_suffix(path.suffix + ".journal"))
+        except BaseException:
+            con.close()
+            raise
+        return con, cache
 
-        store = Store(self.cache_db)
-        client = LLMClient(cache=store.cache)
+    @staticmethod
+    def _close_cache(con: duckdb.DuckDBPyConnection, cache: RequestCache) -> None:
+        try:
+            cache.close()  # flush pending entries into DuckDB, truncate and close the journal
+            con.execute("CHECKPOINT").fetchall()
+        finally:
+            con.close()
+
+    async def _predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
+        con, cache = self._open_cache()
+        client = LLMClient(cache=cache)
 
         async def one(messages: list[dict[str, str]]) -> str:
             msgs = [
@@ -51,8 +76,10 @@ class ProviderPredictor:
         try:
             return list(await asyncio.gather(*(one(m) for m in messages_batch)))
         finally:
-            await client.aclose()
-            store.close()
+            try:
+                await client.aclose()
+            finally:
+                self._close_cache(con, cache)
 
 
 for _scheme in ("openai", "anthropic", "google", "local"):

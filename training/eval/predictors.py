@@ -1,0 +1,100 @@
+"""Predictors: anything that can act as a guardian, the local transformers one, and the
+``--model SCHEME:NAME`` registry (:func:`register_predictor`, :func:`make_predictor`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from training.format import GUARDIAN_CHAT_TEMPLATE, IM_START, MODES, PREFILL, render_prompt
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that can act as a guardian.
+
+    ``predict`` receives a batch of conversations (each ``[system, user]`` messages as built by
+    :func:`training.format.build_prompt_messages`) and the mode (``"think"`` or ``"answer"``)
+    and returns one assistant text per conversation. The text may start with the mode's tag or
+    omit it (a model that was prefilled with ``<answer>`` usually returns only what follows);
+    the evaluator parses both. Predictors that cannot prefill can add the instruction from
+    :func:`training.format.mode_messages_for_api`.
+    """
+
+    def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]: ...
+
+
+DEFAULT_MAX_NEW_TOKENS = {"think": 1024, "answer": 160}
+
+
+class HFPredictor:
+    """Local transformers model: greedy decoding, batched, prompt prefilled with the mode tag."""
+
+    def __init__(
+        self,
+        model_path: str,
+        batch_size: int = 8,
+        max_new_tokens: int | dict[str, int] | None = None,
+        device: str | None = None,
+        torch_threads: int | None = None,
+        dtype: str = "auto",
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.model_path = model_path
+        self.batch_size = batch_size
+        if isinstance(max_new_tokens, int):
+            self.max_new_tokens = {m: max_new_tokens for m in MODES}
+        else:
+            self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if self.tokenizer.chat_template is None and IM_START in self.tokenizer.get_vocab():
+            self.tokenizer.chat_template = GUARDIAN_CHAT_TEMPLATE
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+            dtype, "auto"
+        )
+        if device == "cpu" and dtype == "auto":
+            torch_dtype = torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
+        self.model.eval()
+
+    def render(self, messages: list[dict[str, str]], mode: str) -> str:
+        return render_prompt(self.tokenizer, messages, mode)
+
+    def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
+        from training.generation import generate_continuations
+
+        prompts = [self.render(m, mode) for m in messages_batch]
+        outputs = generate_continuations(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens[mode],
+            batch_size=self.batch_size,
+        )
+        return [PREFILL[mode] + texts[0] for texts in outputs]
+
+
+#: Factories for ``--model SCHEME:NAME`` (e.g. an LLM-API backed predictor registered by the
+#: project's LLM layer). A model argument without a registered scheme is a local directory or
+#: Hub name loaded with :class:`HFPredictor`.
+PREDICTOR_FACTORIES: dict[str, Callable[..., Predictor]] = {}
+
+
+def register_predictor(scheme: str, factory: Callable[..., Predictor]) -> None:
+    """Register ``factory(name: str, **options) -> Predictor`` for ``--model scheme:name``."""
+    PREDICTOR_FACTORIES[scheme] = factory
+
+
+def make_predictor(model: str, **options: Any) -> Predictor:
+    scheme, sep, rest = model.partition(":")
+    if sep and scheme in PREDICTOR_FACTORIES:
+        return PREDICTOR_FACTORIES[scheme](rest, **options)
+    return HFPredictor(model, **options)
