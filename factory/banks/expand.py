@@ -34,7 +34,8 @@ import orjson
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from rich.console import Console
 
-from factory.banks.check import Embedder, EmbeddingCache, embeddings_cache_path, normalise_text
+from factory.banks.embeddings import Embedder, EmbeddingCache, embeddings_cache_path
+from factory.banks.lexical import normalise_text
 from factory.banks.loader import Banks, Rule, RuleLine, load_banks, slugify
 from factory.llm.auto import resolve_auto
 from factory.llm.client import LLMClient

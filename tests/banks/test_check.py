@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from factory.banks import check as check_mod
-from factory.banks.check import PAPER_TARGETS, check_banks, run_check, similar_pairs
+from factory.banks import embeddings as embeddings_mod
+from factory.banks.check import PAPER_TARGETS, check_banks, run_check
+from factory.banks.near_duplicates import similar_pairs
 from tests.banks.conftest import TINY_TARGETS
 
 PARAPHRASE = "Late arrivals of more than 15 minutes may need to be rescheduled; mention this in every booking confirmation."
@@ -85,7 +86,7 @@ def test_unreadable_file_names_line(bank: Path) -> None:
 
 
 def test_lexical_fallback_when_model_missing(bank: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(check_mod, "_model_version", lambda: None)
+    monkeypatch.setattr(embeddings_mod, "_model_version", lambda: None)
     lineno = _append(
         bank / "rules" / "misc" / "returns.txt",
         "State the 30 day return window before you start any return in the chat.",

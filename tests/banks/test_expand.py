@@ -11,8 +11,9 @@ import orjson
 import pytest
 from rich.console import Console
 
-from factory.banks.check import Embedder, normalise_text
+from factory.banks.embeddings import Embedder
 from factory.banks.expand import Screen, clean_rule, expand
+from factory.banks.lexical import normalise_text
 from factory.banks.loader import RuleLine, load_banks
 from factory.testing.server_process import FakeServerProcess
 from tests.banks.conftest import snapshot
@@ -129,9 +130,9 @@ async def test_expand_refuses_to_write_into_the_bank(llm_env: FakeServerProcess,
 async def test_expand_without_the_embedding_model(
     llm_env: FakeServerProcess, bank: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from factory.banks import check as check_mod
+    from factory.banks import embeddings as embeddings_mod
 
-    monkeypatch.setattr(check_mod, "_model_version", lambda: None)
+    monkeypatch.setattr(embeddings_mod, "_model_version", lambda: None)
     buf = io.StringIO()
     path = await expand(category="tone", target=2, console=Console(file=buf, width=200))
     assert len(path.read_bytes().splitlines()) == 2
