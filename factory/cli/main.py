@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from factory.banks.loader import BankError
+from factory.errors import BuildStopped
 from factory.llm.errors import ConfigError, FatalProviderError
 from factory.paths import outputs_dir
 from factory.recipes import STAGES, load_recipe
@@ -88,11 +89,20 @@ def build(
         summary = asyncio.run(run_build(_db(db), recipe, n, seed, overrides, progress=progress))
     except (ConfigError, BankError, StoreError, FatalProviderError) as exc:
         _fail(str(exc))
-    except RuntimeError as exc:
-        _fail(str(exc), code=1)
+    except BuildStopped as exc:
+        _fail(str(exc), code=exc.exit_code)
     except KeyboardInterrupt:
-        console.print("interrupted: rerun the same command to resume (nothing paid is lost)")
+        console.print(
+            "interrupted: every answer received was journaled; rerun the same command to resume "
+            "(it pays only for requests that had no answer yet)"
+        )
         raise typer.Exit(130) from None
+    if summary.already_done:
+        console.print(
+            f"nothing to do: {summary.db} already holds {summary.accepted} samples (--n {n}); "
+            f"`factory export` exports all {summary.accepted}. Use a larger --n to extend the build."
+        )
+        return
     dropped = ", ".join(f"{k}={v}" for k, v in sorted(summary.dropped.items())) or "none"
     console.print(
         f"done: {summary.accepted} samples from {summary.slots} slots in {summary.wall_s:.1f}s; "

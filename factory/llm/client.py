@@ -117,11 +117,16 @@ class LLMClient:
         self._endpoints: dict[str, Endpoint] = {}
         self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
         self._closing = False
+        self._on_wire = 0
 
     def stop_new_requests(self) -> None:
         """From now on no request goes out (they raise ClientClosing); requests already on the wire
         finish, and their answers are journaled as usual. Used to drain a build before exit."""
         self._closing = True
+
+    def requests_on_the_wire(self) -> int:
+        """Provider requests sent and not yet answered."""
+        return self._on_wire
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -305,6 +310,8 @@ class LLMClient:
                         ep.breaker.failure(exc, probe)
                         probe = False
                     raise
+                finally:
+                    self._on_wire -= 1
         finally:
             if ep.breaker is not None:
                 ep.breaker.release(probe)

@@ -1,9 +1,14 @@
 """`factory build`: run slots concurrently, commit them in slot order, stop at exactly N samples.
 
 Determinism: every random choice of a slot comes from (seed, slot), and results are committed in slot
-order (dedup included), so the accepted set is the first N surviving slots whatever the timing.
-Resumability: committed slots are recorded in `slot_status`; every LLM answer is in the request
-cache (journal first), so a rerun redoes unfinished slots from the cache without paying again.
+order (dedup included, see committer.py), so the accepted set is the first N surviving slots
+whatever the timing. Resumability: committed slots are recorded in `slot_status`; every LLM answer
+is journaled the moment it arrives, so a rerun redoes unfinished slots from the cache without
+paying again. A resume whose run fingerprint (fingerprint.py) changed is refused.
+Outages are not data: a slot whose provider could not be reached is not committed; it runs again,
+and an endpoint that stays down trips its circuit breaker, which stops the build (exit 3).
+Nothing paid is thrown away: at the end, on Ctrl-C/SIGTERM or on an error, requests already on the
+wire are awaited for a grace period and journaled before exit.
 Memory: at most `window` slots in flight and at most `4 * window` finished slots awaiting commit.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,18 +25,26 @@ from pathlib import Path
 import orjson
 
 from factory.banks.loader import load_banks
-from factory.errors import ConfigError
+from factory.errors import BuildStopped, ConfigError
 from factory.llm.auto import resolve_auto
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
+from factory.llm.errors import ProviderOutage
 from factory.llm.pricing import PriceTable
-from factory.recipes import STAGES, Recipe, Stage
+from factory.recipes import STAGES, Recipe
+from factory.runner.committer import Committer
+from factory.runner.fingerprint import describe_changes, run_fingerprint
 from factory.runner.progress import Progress
 from factory.runner.slot import SlotResult, run_slot
 from factory.stages.context import BuildContext
-from factory.stages.dedup import NearDupIndex
 from factory.store.db import Store
 from factory.store.live_status import clear_live_status, write_live_status
+
+# A slot whose provider calls failed for transport reasons (after each request's own retries,
+# while the endpoint otherwise answers) runs again this many times before the build stops.
+SLOT_TRANSIENT_RETRIES = 3
+# How long in-flight requests are awaited (and journaled) when a build ends or is interrupted.
+DRAIN_GRACE_S = 30.0
 
 
 @dataclass
@@ -43,89 +57,55 @@ class BuildSummary:
     cost_usd: float
     wall_s: float
     db: Path
-
-
-class Committer:
-    """Applies the order-dependent filters and writes final rows, strictly in slot order."""
-
-    def __init__(self, ctx: BuildContext, n_target: int) -> None:
-        self.ctx = ctx
-        self.n_target = n_target
-        self.cursor = 0  # next slot to commit
-        self.accepted = 0
-        self.dropped: dict[str, int] = {}
-        self.pending: dict[int, SlotResult] = {}
-        cfg = ctx.recipe.filters
-        self.policies = NearDupIndex(cfg.simhash_max_distance)
-        self.dialogues = NearDupIndex(cfg.simhash_max_distance)
-
-    def restore(self) -> None:
-        """Rebuild state from a previous run's committed slots."""
-        store = self.ctx.store
-        rows = store.query("SELECT slot, status, reason FROM slot_status ORDER BY slot")
-        for slot, status, reason in rows:
-            if slot != self.cursor:
-                break
-            self.cursor += 1
-            if status == "accepted":
-                self.accepted += 1
-            else:
-                self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        if self.ctx.recipe.filters.near_duplicates:
-            for policy, transcript in store.query(
-                "SELECT policy, transcript FROM samples WHERE slot < ? ORDER BY slot", [self.cursor]
-            ):
-                self.policies.add(policy)
-                self.dialogues.add(transcript)
-
-    @property
-    def done(self) -> bool:
-        return self.accepted >= self.n_target
-
-    def offer(self, result: SlotResult) -> None:
-        self.pending[result.slot] = result
-        while self.cursor in self.pending and not self.done:
-            self._commit(self.pending.pop(self.cursor))
-            self.cursor += 1
-
-    def _commit(self, r: SlotResult) -> None:
-        store = self.ctx.store
-        for stage, reason, detail in r.notes:
-            store.add(
-                "filter_log",
-                {"slot": r.slot, "stage": stage, "reason": reason, "detail": detail, "dropped": False},
-            )
-        if r.sample is not None and self.ctx.recipe.filters.near_duplicates:
-            for index, field, reason in (
-                (self.policies, "policy", "duplicate_policy"),
-                (self.dialogues, "transcript", "duplicate_dialogue"),
-            ):
-                hit = index.seen(r.sample[field])
-                if hit:
-                    self._drop(r.slot, Stage.FILTER, reason, f"{hit} duplicate of an accepted sample")
-                    return
-            self.policies.add(r.sample["policy"])
-            self.dialogues.add(r.sample["transcript"])
-        if r.sample is None:
-            assert r.drop is not None
-            self._drop(r.slot, r.drop.stage, r.drop.reason, r.drop.detail)
-            return
-        store.add("samples", r.sample)
-        store.add("slot_status", {"slot": r.slot, "status": "accepted", "reason": ""})
-        self.accepted += 1
-
-    def _drop(self, slot: int, stage: str, reason: str, detail: str) -> None:
-        store = self.ctx.store
-        store.add(
-            "filter_log", {"slot": slot, "stage": stage, "reason": reason, "detail": detail, "dropped": True}
-        )
-        store.add("slot_status", {"slot": slot, "status": "dropped", "reason": reason})
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+    already_done: bool = False  # the store held at least --n samples before this run
+    drained: int = 0  # answers that were on the wire at the end and were kept
+    abandoned: int = 0  # requests still unanswered after the grace period
 
 
 def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict[str, EndpointConfig]:
     """Each LLM stage's endpoint: the override or recipe spec, 'auto' resolved by the LLM layer."""
     return {stage: recipe.endpoint(resolve_auto(recipe.model_spec(stage, overrides))) for stage in STAGES}
+
+
+def _record_run(
+    store: Store, run_id: str, seed: int, n: int, recipe: Recipe, endpoints: dict, fp: dict
+) -> None:
+    config = {
+        "recipe": recipe.model_dump(mode="json"),
+        "endpoints": {k: v.model_dump(mode="json") for k, v in endpoints.items()},
+    }
+    store.add(
+        "runs",
+        {
+            "run_id": run_id,
+            "started_at": time.time(),
+            "seed": seed,
+            "n_target": n,
+            "pipeline": recipe.name,
+            "status": "running",
+            "finished_at": None,
+            "config_json": orjson.dumps(config).decode(),
+            "fingerprint_json": orjson.dumps(fp).decode(),
+        },
+    )
+    store.flush()
+
+
+def check_previous_run(store: Store, fp: dict) -> None:
+    """Refuse to resume a store whose first run had another fingerprint, naming what changed."""
+    rows = store.query("SELECT seed, pipeline, fingerprint_json FROM runs ORDER BY started_at LIMIT 1")
+    if not rows:
+        return
+    seed, pipeline, old_json = rows[0]
+    old = orjson.loads(old_json) if old_json else {"seed": seed}
+    changes = describe_changes(old, fp) if old_json else (["seed"] if seed != fp["seed"] else [])
+    if changes:
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        raise ConfigError(
+            f"{store.path} holds a build (pipeline {pipeline!r}, seed {seed}) made under other settings: "
+            f"{shown}. Resuming would mix datasets: rerun with the original settings, or start a new "
+            f"build with another --db."
+        )
 
 
 async def build(
@@ -141,28 +121,15 @@ async def build(
         raise ConfigError("--n must be at least 1")
     banks, _ = load_banks(banks_root)
     endpoints = resolve_endpoints(recipe, model_overrides or {})
+    fp = run_fingerprint(recipe, endpoints, seed, banks_root)
     store = Store(db)
-    _check_previous_run(store, seed, recipe)
+    try:
+        check_previous_run(store, fp)
+    except BaseException:
+        store.close()
+        raise
     run_id = uuid.uuid4().hex[:12]
-    store.add(
-        "runs",
-        {
-            "run_id": run_id,
-            "started_at": time.time(),
-            "seed": seed,
-            "n_target": n,
-            "pipeline": recipe.name,
-            "status": "running",
-            "finished_at": None,
-            "config_json": orjson.dumps(
-                {
-                    "recipe": recipe.model_dump(mode="json"),
-                    "endpoints": {k: v.model_dump(mode="json") for k, v in endpoints.items()},
-                }
-            ).decode(),
-        },
-    )
-    store.flush()
+    _record_run(store, run_id, seed, n, recipe, endpoints, fp)
     client = LLMClient(
         cache=store.cache,
         prices=PriceTable.from_mapping(recipe.pricing),
@@ -171,13 +138,14 @@ async def build(
     ctx = BuildContext(store=store, client=client, banks=banks, recipe=recipe, seed=seed, endpoints=endpoints)
     committer = Committer(ctx, n)
     committer.restore()
+    already_done = committer.done
     start = time.monotonic()
     # Enough slots in flight to keep every endpoint busy, but not many more than a small build needs:
     # a slot started beyond the N-th accepted one is paid for and then thrown away.
     busy = 2 * max(ep.concurrency if ep.provider != "local" else 1 for ep in endpoints.values())
     window = max(2, min(busy, math.ceil(n * 1.2) + 2))
-    max_slots = int(n * recipe.oversample_cap) + 50
-    display = Progress(ctx, committer, n, enabled=progress)
+    max_slots = committer.cursor + int(max(0, n - committer.accepted) * recipe.oversample_cap) + 50
+    display = Progress(ctx, committer, n, enabled=progress and not already_done)
     last_beat = 0.0
 
     def heartbeat(state: str = "running", force: bool = False) -> None:
@@ -187,40 +155,66 @@ async def build(
             write_live_status(db, accepted=committer.accepted, target=n, slots=committer.cursor, state=state)
 
     heartbeat(force=True)
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    try:  # SIGTERM drains like Ctrl-C
+        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)  # type: ignore[union-attr]
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
+        pass
 
     next_slot = committer.cursor
+    retry_queue: list[int] = []  # slots to run again after a transport failure
+    transient_tries: dict[int, int] = {}
     in_flight: dict[int, asyncio.Task] = {}
+    drained = abandoned = 0
     try:
         with display:
             while not committer.done:
-                while (
-                    len(in_flight) < window
-                    and next_slot < max_slots
-                    and next_slot - committer.cursor < 4 * window
+                while len(in_flight) < window and (
+                    retry_queue or (next_slot < max_slots and next_slot - committer.cursor < 4 * window)
                 ):
-                    in_flight[next_slot] = asyncio.ensure_future(run_slot(ctx, next_slot))
-                    next_slot += 1
+                    slot = retry_queue.pop(0) if retry_queue else next_slot
+                    if slot == next_slot:
+                        next_slot += 1
+                    in_flight[slot] = asyncio.ensure_future(run_slot(ctx, slot))
                 if not in_flight:
-                    raise RuntimeError(
+                    raise BuildStopped(
                         f"gave up after {max_slots} slots with {committer.accepted}/{n} samples accepted: "
                         f"drops by reason {committer.dropped}. Check `factory stats` and llm_failures, "
-                        f"or raise oversample_cap in the recipe."
+                        f"or raise oversample_cap in the recipe.",
+                        exit_code=1,
                     )
                 finished, _ = await asyncio.wait(
                     in_flight.values(), return_when=asyncio.FIRST_COMPLETED, timeout=1.0
                 )
                 for task in finished:
-                    result = task.result()  # fatal provider/config errors propagate from here
+                    try:
+                        result = task.result()  # fatal provider/config errors propagate from here
+                    except ProviderOutage as exc:
+                        raise BuildStopped(str(exc), exit_code=3) from exc
                     del in_flight[result.slot]
-                    committer.offer(result)
+                    if result.transient is not None:
+                        _retry_later(result, transient_tries, retry_queue)
+                    else:
+                        committer.offer(result)
                 store.maybe_flush()
                 display.update()
                 heartbeat()
     finally:
-        for task in in_flight.values():
-            task.cancel()
-        if in_flight:
-            await asyncio.gather(*in_flight.values(), return_exceptions=True)
+        drained, abandoned = await _drain(client, in_flight, store)
+        if drained or abandoned:
+            display.console.print(
+                f"kept {drained} answer(s) that were on the wire when the build stopped"
+                + (
+                    f"; {abandoned} request(s) got no answer in {DRAIN_GRACE_S:.0f}s and will be sent again"
+                    if abandoned
+                    else ""
+                )
+            )
+        try:
+            loop.remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
         await client.aclose()
         status = "finished" if committer.done else "interrupted"
         store.flush()
@@ -239,14 +233,37 @@ async def build(
         cost_usd=total.cost_usd,
         wall_s=time.monotonic() - start,
         db=db,
+        already_done=already_done,
+        drained=drained,
+        abandoned=abandoned,
     )
 
 
-def _check_previous_run(store: Store, seed: int, recipe: Recipe) -> None:
-    rows = store.query("SELECT seed, pipeline FROM runs ORDER BY started_at LIMIT 1")
-    if rows and (rows[0][0] != seed or rows[0][1] != recipe.name):
-        raise ConfigError(
-            f"{store.path} holds a build with seed {rows[0][0]} and pipeline {rows[0][1]!r}; "
-            f"resuming it with seed {seed} and pipeline {recipe.name!r} would mix datasets. "
-            f"Use another --db, or the same --seed and --pipeline."
+def _retry_later(result: SlotResult, tries: dict[int, int], queue: list[int]) -> None:
+    """A slot whose provider failed for transport reasons is never committed: it runs again."""
+    tries[result.slot] = tries.get(result.slot, 0) + 1
+    if tries[result.slot] > SLOT_TRANSIENT_RETRIES:
+        exc = result.transient
+        raise BuildStopped(
+            f"slot {result.slot}: {exc.provider}:{exc.model} keeps failing ({exc}) after "  # type: ignore[union-attr]
+            f"{SLOT_TRANSIENT_RETRIES} retries of the slot. Nothing is lost: rerun the same command to resume.",
+            exit_code=3,
         )
+    queue.append(result.slot)
+
+
+async def _drain(client: LLMClient, in_flight: dict[int, asyncio.Task], store: Store) -> tuple[int, int]:
+    """Stop new requests; await those on the wire (their answers are journaled as they arrive);
+    cancel what is left after the grace period. Returns (answers kept, requests abandoned)."""
+    if not in_flight:
+        return 0, 0
+    client.stop_new_requests()
+    before = client.accounting.total().network_calls
+    waiting = client.requests_on_the_wire()
+    if waiting:
+        await asyncio.wait(in_flight.values(), timeout=DRAIN_GRACE_S)
+    for task in in_flight.values():
+        task.cancel()
+    await asyncio.gather(*in_flight.values(), return_exceptions=True)
+    kept = client.accounting.total().network_calls - before
+    return kept, max(0, waiting - kept)

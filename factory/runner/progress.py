@@ -66,7 +66,17 @@ class Progress:
             title=f"factory build: {self.committer.accepted}/{self.n} samples  "
             f"({rate:.1f}/s, ETA {eta}, dropped {sum(self.committer.dropped.values())})"
         )
-        for col in ("stage", "done", "failed", "rate/s", "calls", "cached", "tokens in/out", "cost $"):
+        for col in (
+            "stage",
+            "done",
+            "failed",
+            "rate/s",
+            "calls",
+            "cached",
+            "retries",
+            "tokens in/out",
+            "cost $",
+        ):
             table.add_column(col, justify="right" if col != "stage" else "left")
         for name in STAGE_ORDER:
             c = self.ctx.counts.get(name)
@@ -81,14 +91,32 @@ class Progress:
                 f"{done / elapsed:.1f}",
                 f"{s.network_calls:,}" if s else "-",
                 f"{s.cache_hits:,}" if s else "-",
+                f"{s.retries:,}" if s else "-",
                 f"{s.input_tokens:,}/{s.output_tokens:,}" if s else "-",
                 (f"{s.cost_usd:.4f}" + ("*" if s.unpriced else "")) if s else "-",
             )
+        outage = self.outage_line()
+        if outage:
+            table.caption = outage
         return table
+
+    def outage_line(self) -> str:
+        """A countdown for each endpoint whose circuit breaker is open (empty when all answer)."""
+        parts = []
+        for ep in self.ctx.client.endpoints:
+            b = ep.breaker
+            if b is None or not b.is_open or b.last_error is None:
+                continue
+            parts.append(
+                f"{b.spec} unavailable ({b.last_error.kind_text()}): next probe in {b.next_probe_in_s():.0f}s, "
+                f"giving up in {b.remaining_s():.0f}s"
+            )
+        return "; ".join(parts)
 
     def _line(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_line < 10:
+        interval = 2 if self.outage_line() else 10
+        if not force and now - self._last_line < interval:
             return
         self._last_line = now
         tot = self.ctx.client.accounting.total()
@@ -96,7 +124,8 @@ class Progress:
         print(
             f"[build] {self.committer.accepted}/{self.n} samples, dropped {sum(self.committer.dropped.values())}, "
             f"{rate:.1f}/s, ETA {eta}, calls {tot.network_calls} (+{tot.cache_hits} cached), "
-            f"tokens {tot.input_tokens}/{tot.output_tokens}, ${tot.cost_usd:.4f}",
+            f"retries {tot.retries}, tokens {tot.input_tokens}/{tot.output_tokens}, ${tot.cost_usd:.4f}"
+            + (f"; {outage}" if (outage := self.outage_line()) else ""),
             file=sys.stderr,
             flush=True,
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from factory.llm.errors import RetryableProviderError
 from factory.recipes.names import BREAKS, STAGES, Stage
 from factory.stages.compose import compose_policy, numbered
 from factory.stages.context import BuildContext, SlotDropped
@@ -23,6 +24,8 @@ class SlotResult:
     slot: int
     sample: dict[str, Any] | None = None
     drop: SlotDropped | None = None
+    # the provider could not be reached (after retries): the slot is not committed, it runs again
+    transient: RetryableProviderError | None = None
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, reason, detail), kept rows
 
 
@@ -31,6 +34,8 @@ async def run_slot(ctx: BuildContext, slot: int) -> SlotResult:
         return await _run(ctx, slot)
     except SlotDropped as drop:
         return SlotResult(slot=slot, drop=drop)
+    except RetryableProviderError as exc:
+        return SlotResult(slot=slot, transient=exc)
 
 
 async def _run(ctx: BuildContext, slot: int) -> SlotResult:

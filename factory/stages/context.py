@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from factory.banks.loader import Banks
+from factory.errors import BuildStopped
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
 from factory.recipes import Recipe
@@ -18,6 +20,34 @@ class StageCounts:
     failed: int = 0
 
 
+class OutputQuality:
+    """Stops a build whose model keeps giving unusable answers, instead of paying for the whole
+    oversample budget: `max_consecutive` failed calls in a row on one stage (after re-asks), or more
+    than `max_share` of the last `window` calls of a stage."""
+
+    def __init__(self, max_consecutive: int = 25, window: int = 100, max_share: float = 0.5) -> None:
+        self.max_consecutive = max_consecutive
+        self.window = window
+        self.max_share = max_share
+        self._recent: dict[str, deque[bool]] = {}
+        self._run: dict[str, int] = {}
+
+    def record(self, stage: str, spec: str, ok: bool, error: str = "") -> None:
+        recent = self._recent.setdefault(stage, deque(maxlen=self.window))
+        recent.append(ok)
+        self._run[stage] = 0 if ok else self._run.get(stage, 0) + 1
+        failed = recent.count(False)
+        if self._run[stage] >= self.max_consecutive or (
+            len(recent) == self.window and failed > self.max_share * self.window
+        ):
+            raise BuildStopped(
+                f"{spec} keeps returning unusable output for the {stage} stage ({self._run[stage]} failed calls "
+                f"in a row, {failed} of the last {len(recent)}; last error: {error[:200]}). Check the model "
+                f"and its structured-output support (`factory stats`, table llm_failures); rerun to resume.",
+                exit_code=4,
+            )
+
+
 @dataclass
 class BuildContext:
     store: Store
@@ -27,6 +57,7 @@ class BuildContext:
     seed: int
     endpoints: dict[str, EndpointConfig]  # stage name -> endpoint
     counts: dict[str, StageCounts] = field(default_factory=dict)
+    quality: OutputQuality = field(default_factory=OutputQuality)
 
     def count(self, stage: str) -> StageCounts:
         return self.counts.setdefault(stage, StageCounts())

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from factory.recipes.names import Stage
-from factory.stages.context import BuildContext
+from factory.stages.context import BuildContext, SlotDropped
 from factory.stages.dialogue import Dialogue, numbered_transcript
 from factory.stages.llm_call import stage_call
 from factory.stages.schemas import TurnJudgement, judgement_schema
@@ -87,14 +87,23 @@ async def label_rule(
 
 
 async def label_all(ctx: BuildContext, slot: int, rules: list[str], dialogue: Dialogue) -> list[RuleLabel]:
-    """Judge every rule separately and concurrently; any failed rule drops the slot."""
+    """Judge every rule separately and concurrently; any failed rule drops the slot.
+
+    When one rule fails, the other calls are awaited, not cancelled: an answer already on the wire
+    is paid for, and awaiting it journals it (a resume or a twin slot then gets it for free)."""
     tasks = [
         asyncio.ensure_future(label_rule(ctx, slot, i, r, dialogue)) for i, r in enumerate(rules, start=1)
     ]
     try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    except BaseException:  # cancelled from outside
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        # a stop (outage, bad key, closing) outranks a dropped slot
+        errors.sort(key=lambda e: isinstance(e, SlotDropped))
+        raise errors[0]
+    return list(results)  # type: ignore[arg-type]

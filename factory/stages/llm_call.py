@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from factory.llm.errors import FatalProviderError, LLMError
+from factory.llm.errors import StructuredOutputError
 from factory.llm.types import GenParams, LLMRequest, LLMResponse
 from factory.prompt_templates import load_prompt
 from factory.stages.context import BuildContext, SlotDropped
@@ -45,8 +45,8 @@ async def stage_call(
     variant: str = "",
     **values: object,
 ) -> StageCall:
-    """Provider/validation failures become SlotDropped; fatal configuration errors (bad key,
-    unknown model) propagate and stop the build."""
+    """Unusable answers (after re-asks) become SlotDropped; transport failures and fatal errors
+    propagate (see below)."""
     template = load_prompt(prompt)
     request = LLMRequest(
         messages=template.render(**values),
@@ -62,10 +62,14 @@ async def stage_call(
     endpoint = ctx.endpoints[stage]
     try:
         response = await ctx.client.complete(endpoint, request)
-    except FatalProviderError:
-        raise  # bad key, unknown model...: stop the build, the message says what to fix
-    except LLMError as exc:
+    except StructuredOutputError as exc:
+        # the model answered, and after the re-asks the answer is still unusable: a counted drop
         counts.failed += 1
+        ctx.quality.record(stage, endpoint.spec, ok=False, error=str(exc))
         raise SlotDropped(stage, "llm_failure", str(exc)[:300]) from exc
+    # Anything else propagates: FatalProviderError (bad key, unknown model) and ProviderOutage stop
+    # the build; RetryableProviderError (transport, after retries) leaves the slot pending; it is
+    # never data. ClientClosing: the build is draining.
     counts.done += 1
+    ctx.quality.record(stage, endpoint.spec, ok=True)
     return StageCall(response=response, model=endpoint.spec, prompt_hash=template.hash)

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from factory.llm.cache import RequestCache
-from factory.store.tables import TABLES
+from factory.store.tables import MIGRATIONS, TABLES
 
 
 class StoreError(RuntimeError):
@@ -44,7 +44,7 @@ class Store:
         self._schemas: dict[str, pa.Schema] = {}
         self._last_flush = time.monotonic()
         if not read_only:
-            for ddl in TABLES.values():
+            for ddl in (*TABLES.values(), *MIGRATIONS):
                 self.con.execute(ddl).fetchall()
         self._cache: RequestCache | None = None
 

@@ -6,7 +6,7 @@ TABLES: dict[str, str] = {
     "runs": """
         CREATE TABLE IF NOT EXISTS runs (
             run_id VARCHAR, started_at DOUBLE, seed BIGINT, n_target BIGINT, pipeline VARCHAR,
-            config_json VARCHAR, status VARCHAR, finished_at DOUBLE)""",
+            config_json VARCHAR, status VARCHAR, finished_at DOUBLE, fingerprint_json VARCHAR)""",
     "policies": """
         CREATE TABLE IF NOT EXISTS policies (
             slot BIGINT PRIMARY KEY, policy_id VARCHAR, industry VARCHAR, rule_ids VARCHAR[],
@@ -46,3 +46,6 @@ TABLES: dict[str, str] = {
             failed_at DOUBLE, slot BIGINT, key VARCHAR, stage VARCHAR, provider VARCHAR, model VARCHAR,
             error VARCHAR, raw_text VARCHAR, attempts INTEGER)""",
 }
+
+# Columns added after a table was first released: applied to existing files on open.
+MIGRATIONS: tuple[str, ...] = ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS fingerprint_json VARCHAR",)
