@@ -213,6 +213,7 @@ class LLMClient:
                     cached=all_cached,
                     attempts=attempts,
                     key=key,
+                    reasoning=raw.reasoning,
                 )
             parsed, error = validate_output(raw, schema)
             if parsed is not None:
@@ -229,6 +230,7 @@ class LLMClient:
                     cached=all_cached,
                     attempts=attempts,
                     key=key,
+                    reasoning=raw.reasoning,
                 )
             if attempt < config.max_reasks:
                 counter.reasks += 1

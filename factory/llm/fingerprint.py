@@ -23,7 +23,10 @@ def request_key(provider: str, model: str, request: LLMRequest, messages: list[d
     h.update(b"\x00")
     h.update(orjson.dumps(msgs, option=orjson.OPT_SORT_KEYS))
     h.update(b"\x00")
-    h.update(orjson.dumps(request.params.model_dump(), option=orjson.OPT_SORT_KEYS))
+    params = request.params.model_dump()
+    if params.get("reasoning_budget") is None:  # added later: keys of requests without it stay as they were
+        params.pop("reasoning_budget", None)
+    h.update(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
     h.update(b"\x00")
     if request.output_schema is not None:
         h.update(schema_bytes(request.output_schema))

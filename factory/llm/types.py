@@ -24,6 +24,9 @@ class GenParams(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] | None = None
+    # Ask the model for its own reasoning (OpenAI-compatible `reasoning_content`, Anthropic extended
+    # thinking, Gemini thoughts) with about this many tokens; None: do not ask.
+    reasoning_budget: int | None = None
 
 
 class LLMRequest(BaseModel):
@@ -59,6 +62,7 @@ class RawCompletion(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     response_id: str = ""
+    reasoning: str = ""  # the model's own reasoning, when the provider returns it
 
 
 class LLMResponse(BaseModel):
@@ -76,6 +80,7 @@ class LLMResponse(BaseModel):
     cached: bool
     attempts: int = 1
     key: str = ""
+    reasoning: str = ""  # the model's own reasoning (RawCompletion.reasoning of the accepted answer)
 
     def data(self) -> dict[str, Any]:
         """The parsed structured output as a plain dict."""
