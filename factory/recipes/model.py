@@ -12,7 +12,7 @@ from factory.errors import ConfigError
 from factory.llm.config import EndpointConfig
 from factory.paths import pipelines_dir
 from factory.recipes.laws import RULES_LAW, TURNS_LAW, SizeLaw
-from factory.recipes.names import DYNAMICS, STAGES
+from factory.recipes.names import DYNAMICS, STAGES, Stage
 
 # A build waits this long for a provider that stopped answering before it stops (and can resume).
 DEFAULT_OUTAGE_PATIENCE_S = 300.0
@@ -68,15 +68,35 @@ class DialogueConfig(_Strict):
 
 
 class LabelConfig(_Strict):
-    ambiguity_threshold: int = Field(default=6, ge=0, le=10)
+    ambiguity_threshold: int = Field(
+        default=6,
+        ge=0,
+        le=10,
+        description="a rule judged more ambiguous than this is removed from the policy",
+    )
     on_intent_disagreement: Literal["keep", "drop"] = "keep"
     temperature: float = Field(default=0.0, ge=0, le=2)
+    spare_share: float = Field(
+        default=0.4,
+        ge=0,
+        le=2,
+        description="spare rules drawn per policy rule; an ambiguous rule is replaced by the next spare, "
+        "so the policy keeps its drawn size",
+    )
+    max_spares: int = Field(default=40, ge=0, le=200)
 
 
 class TraceConfig(_Strict):
     think_fraction: float = Field(default=1 / 3, ge=0, le=1)
-    max_reasoning_chars: int = Field(default=8000, ge=200)
+    max_reasoning_chars: int = Field(default=2400, ge=200, le=20_000, description="reasoning budget")
     max_repeated_sentence_share: float = Field(default=0.3, ge=0, le=1)
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    native_reasoning: bool = Field(
+        default=False,
+        description="keep the trace model's own reasoning (reasoning_content, extended thinking, Gemini "
+        "thoughts) as the trace, verified like a written one",
+    )
+    native_reasoning_budget: int = Field(default=2048, ge=256, le=65_536)
 
 
 class FilterConfig(_Strict):
@@ -108,7 +128,11 @@ class Recipe(_Strict):
         return self
 
     def model_spec(self, stage: str, overrides: dict[str, str] | None = None) -> str:
+        """The spec chosen for a stage: --model-for, then the recipe's stage entry, then (for the trace
+        stage) whatever labels, then --model, then the recipe's default."""
         overrides = overrides or {}
+        if stage == Stage.TRACE and not overrides.get(stage) and stage not in self.models:
+            return self.model_spec(Stage.LABEL, overrides)
         return (
             overrides.get(stage)
             or overrides.get("default")

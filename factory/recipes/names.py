@@ -13,12 +13,15 @@ class Stage(StrEnum):
     PERSONA = "persona"
     DIALOGUE = "dialogue"
     LABEL = "label"
+    TRACE = "trace"
     FILTER = "filter"
-    TRACES = "traces"
 
 
 # The stages that call an LLM, in pipeline order; recipes choose a model for each.
-LLM_STAGES: tuple[str, ...] = (Stage.PARAPHRASE, Stage.PERSONA, Stage.DIALOGUE, Stage.LABEL)
+LLM_STAGES: tuple[str, ...] = (Stage.PARAPHRASE, Stage.PERSONA, Stage.DIALOGUE, Stage.LABEL, Stage.TRACE)
+# Writers produce the data (a smaller model is enough); judges label it and explain the labels.
+WRITER_STAGES = frozenset({Stage.PARAPHRASE, Stage.PERSONA, Stage.DIALOGUE})
+JUDGE_STAGES = frozenset({Stage.LABEL, Stage.TRACE})
 # Kept as the plain strings the store holds.
 STAGES = tuple(str(s) for s in LLM_STAGES)
 

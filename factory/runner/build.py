@@ -32,6 +32,7 @@ from factory.llm.config import EndpointConfig
 from factory.llm.errors import ProviderOutage
 from factory.llm.pricing import PriceTable
 from factory.recipes import STAGES, Recipe
+from factory.recipes.names import JUDGE_STAGES
 from factory.runner.committer import Committer
 from factory.runner.fingerprint import describe_changes, run_fingerprint
 from factory.runner.progress import Progress
@@ -64,7 +65,12 @@ class BuildSummary:
 
 def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict[str, EndpointConfig]:
     """Each LLM stage's endpoint: the override or recipe spec, 'auto' resolved by the LLM layer."""
-    return {stage: recipe.endpoint(resolve_auto(recipe.model_spec(stage, overrides))) for stage in STAGES}
+    return {
+        stage: recipe.endpoint(
+            resolve_auto(recipe.model_spec(stage, overrides), "judge" if stage in JUDGE_STAGES else "writer")
+        )
+        for stage in STAGES
+    }
 
 
 def _record_run(

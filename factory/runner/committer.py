@@ -7,10 +7,10 @@ resume point; `restore()` rebuilds the state from it after a crash.
 
 from __future__ import annotations
 
-from factory.recipes import Stage
 from factory.runner.slot import SlotResult
 from factory.stages.context import BuildContext
 from factory.stages.dedup import NearDupIndex
+from factory.stages.filters import KEEP, Verdict, drop
 
 
 class Committer:
@@ -58,20 +58,16 @@ class Committer:
 
     def _commit(self, r: SlotResult) -> None:
         store = self.ctx.store
-        for stage, reason, detail in r.notes:
+        for v in r.notes:
             store.add(
                 "filter_log",
-                {"slot": r.slot, "stage": stage, "reason": reason, "detail": detail, "dropped": False},
+                {"slot": r.slot, "stage": v.stage, "reason": v.reason, "detail": v.detail, "dropped": False},
             )
         if r.sample is not None and self.ctx.recipe.filters.near_duplicates:
-            for index, field, reason in (
-                (self.policies, "policy", "duplicate_policy"),
-                (self.dialogues, "transcript", "duplicate_dialogue"),
-            ):
-                hit = index.seen(r.sample[field])
-                if hit:
-                    self._drop(r.slot, Stage.FILTER, reason, f"{hit} duplicate of an accepted sample")
-                    return
+            verdict = self._near_duplicate(r.sample)
+            if not verdict.keep:
+                self._drop(r.slot, verdict.stage, verdict.reason, verdict.detail)
+                return
             self.policies.add(r.sample["policy"])
             self.dialogues.add(r.sample["transcript"])
         if r.sample is None:
@@ -81,6 +77,17 @@ class Committer:
         store.add("samples", r.sample)
         store.add("slot_status", {"slot": r.slot, "status": "accepted", "reason": ""})
         self.accepted += 1
+
+    def _near_duplicate(self, sample: dict) -> Verdict:
+        """The order-dependent filter: a policy or dialogue too close to an accepted sample's."""
+        for index, field, reason in (
+            (self.policies, "policy", "duplicate_policy"),
+            (self.dialogues, "transcript", "duplicate_dialogue"),
+        ):
+            hit = index.seen(sample[field])
+            if hit:
+                return drop(reason, f"{hit} duplicate of an accepted sample")
+        return KEEP
 
     def _drop(self, slot: int, stage: str, reason: str, detail: str) -> None:
         store = self.ctx.store

@@ -17,7 +17,7 @@ from factory.prompt_templates import load_prompt
 from factory.recipes import Recipe
 
 # The prompt templates the build's stages render.
-BUILD_PROMPTS = ("paraphrase", "agent_persona", "dialogue", "label")
+BUILD_PROMPTS = ("paraphrase", "agent_persona", "dialogue", "label", "trace")
 # Recipe keys that do not change what a slot produces.
 NOT_DATA = ("name", "description", "endpoint_defaults", "endpoints", "pricing", "oversample_cap")
 

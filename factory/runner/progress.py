@@ -12,7 +12,7 @@ from rich.table import Table
 
 from factory.recipes.names import LLM_STAGES, Stage
 
-STAGE_ORDER = (Stage.COMPOSE, *LLM_STAGES, Stage.TRACES)
+STAGE_ORDER = (Stage.COMPOSE, *LLM_STAGES)
 
 
 class Progress:

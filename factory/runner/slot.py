@@ -1,44 +1,47 @@
-"""One slot = one candidate sample taken through every stage, in order."""
+"""One slot = one candidate sample taken through every stage, in order, with its filters applied
+where their input exists (factory/stages/filters.py); the result goes to the ordered committer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from factory.llm.errors import RetryableProviderError
-from factory.recipes.names import BREAKS, STAGES, Stage
+from factory.recipes.names import STAGES, Stage
+from factory.stages import filters
 from factory.stages.compose import compose_policy, numbered
 from factory.stages.context import BuildContext, SlotDropped
 from factory.stages.dialogue import transcript, write_dialogue
-from factory.stages.label import label_all
+from factory.stages.label import label_policy
 from factory.stages.paraphrase import paraphrase
 from factory.stages.persona import personas
-from factory.stages.traces import build_trace
+from factory.stages.trace import write_trace
 from factory.store.sample_row import sample_row
 
 
 @dataclass
 class SlotResult:
     slot: int
-    sample: dict[str, Any] | None = None
+    sample: dict | None = None
     drop: SlotDropped | None = None
+    notes: list[filters.Verdict] = field(default_factory=list)  # reasons of a kept sample
     # the provider could not be reached (after retries): the slot is not committed, it runs again
     transient: RetryableProviderError | None = None
-    notes: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, reason, detail), kept rows
 
 
 async def run_slot(ctx: BuildContext, slot: int) -> SlotResult:
+    result = SlotResult(slot=slot)
     try:
-        return await _run(ctx, slot)
+        await _run(ctx, slot, result)
     except SlotDropped as drop:
-        return SlotResult(slot=slot, drop=drop)
+        result.drop = drop
     except RetryableProviderError as exc:
         return SlotResult(slot=slot, transient=exc)
+    return result
 
 
-async def _run(ctx: BuildContext, slot: int) -> SlotResult:
+async def _run(ctx: BuildContext, slot: int, result: SlotResult) -> None:
     recipe = ctx.recipe
     policy = compose_policy(
         ctx.banks,
@@ -47,47 +50,33 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
         recipe.policy.rules_law,
         recipe.policy.industry_share,
         recipe.policy.max_categories,
+        recipe.label.spare_share,
+        recipe.label.max_spares,
     )
     ctx.store.add("policies", policy.row())
     ctx.count(Stage.COMPOSE).done += 1
-    rules = await paraphrase(ctx, policy)
+    candidates = await paraphrase(ctx, policy)
     people = await personas(ctx, slot, policy.industry)
-    dialogue = await write_dialogue(ctx, slot, rules, people)
-    labels = await label_all(ctx, slot, rules, dialogue)
-    result = SlotResult(slot=slot)
+    dialogue = await write_dialogue(ctx, slot, candidates, people, core=policy.size)
+    filters.enforce(dialogue, filters.AFTER_DIALOGUE, result.notes)
 
-    max_amb = max(lab.ambiguity for lab in labels)
-    if max_amb > recipe.label.ambiguity_threshold:
-        raise SlotDropped(
-            Stage.FILTER,
-            "ambiguous_label",
-            f"max ambiguity {max_amb} > threshold {recipe.label.ambiguity_threshold}",
-        )
-    violated = [lab.rule_index for lab in labels if lab.label == "VIOLATED"]
-    label = "FAIL" if violated else "PASS"
-    intended = "FAIL" if dialogue.dynamic in BREAKS else "PASS"
-    agrees = label == intended
-    if not agrees:
-        if recipe.label.on_intent_disagreement == "drop":
-            raise SlotDropped(Stage.FILTER, "intent_disagreement", f"intended {intended}, labelled {label}")
-        result.notes.append(
-            (Stage.FILTER, "intent_disagreement", f"intended {intended}, labelled {label} (kept)")
-        )
-
-    trace = build_trace(ctx.seed, slot, labels, recipe.traces)
-    for flag in trace.flags:
-        result.notes.append((Stage.TRACES, flag, "reasoning dropped, sample kept in answer mode"))
-    ctx.store.add(
-        "traces",
-        {
-            "slot": slot,
-            "mode": trace.mode,
-            "reasoning": trace.reasoning,
-            "explanation": trace.explanation,
-            "quality_flags": trace.flags,
-        },
+    labelled = await label_policy(ctx, slot, candidates, policy.size, dialogue)
+    check = filters.Labelled(
+        dialogue=dialogue,
+        labels=labelled.kept,
+        removed=labelled.removed,
+        threshold=recipe.label.ambiguity_threshold,
+        on_intent_disagreement=recipe.label.on_intent_disagreement,
     )
-    ctx.count(Stage.TRACES).done += 1
+    filters.enforce(check, filters.AFTER_LABELS, result.notes)
+
+    labels = labelled.kept
+    rules = [candidates[i - 1] for i in labelled.candidate_index]
+    targets = [
+        labelled.candidate_index.index(t) + 1 for t in dialogue.target_rules if t in labelled.candidate_index
+    ]
+    trace = await write_trace(ctx, slot, rules, dialogue, labels, targets)
+    violated = [lab.rule_index for lab in labels if lab.label == "VIOLATED"]
     models = {stage: ctx.endpoints[stage].spec for stage in STAGES}
     result.sample = sample_row(
         slot=slot,
@@ -96,8 +85,9 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
         industry=policy.industry,
         policy=numbered(rules),
         transcript=transcript(dialogue.turns),
-        label=label,
+        label=check.label,
         rules=rules,
+        rule_ids=[policy.rules[i - 1].id for i in labelled.candidate_index],
         turns_json=orjson.dumps(dialogue.turns).decode(),
         rule_labels_json=orjson.dumps([lab.public() for lab in labels]).decode(),
         violated_rules=violated,
@@ -106,13 +96,12 @@ async def _run(ctx: BuildContext, slot: int) -> SlotResult:
         trace_mode=trace.mode,
         dynamic=dialogue.dynamic,
         near_miss=dialogue.near_miss,
-        intended_label=intended,
-        agrees_with_intent=agrees,
+        intended_label=check.intended,
+        agrees_with_intent=check.label == check.intended,
         num_rules=len(rules),
         num_turns=dialogue.num_turns,
-        max_ambiguity=max_amb,
+        max_ambiguity=max(lab.ambiguity for lab in labels),
         user_persona=people.user,
         agent_persona=f"{people.agent_name} ({people.company}): {people.agent}",
         models_json=orjson.dumps(models).decode(),
     )
-    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from factory.banks.loader import Banks, Rule, slugify
@@ -15,10 +16,12 @@ class ComposedPolicy:
     policy_id: str
     industry: str  # display name
     industry_slug: str
-    rules: list[Rule]
+    rules: list[Rule]  # candidates: the policy's rules and its spares, in the order shown to the writer
+    size: int = 0  # the drawn policy size (rules wanted in the final policy); the rest are spares
 
     def row(self) -> dict:
         return {
+            "target_size": self.size,
             "slot": self.slot,
             "policy_id": self.policy_id,
             "industry": self.industry,
@@ -30,6 +33,11 @@ class ComposedPolicy:
         }
 
 
+def spare_count(size: int, spare_share: float, max_spares: int) -> int:
+    """Spare rules drawn beyond the policy size: an ambiguous rule is replaced by the next spare."""
+    return 0 if spare_share <= 0 else min(max_spares, math.ceil(size * spare_share) + 1)
+
+
 def compose_policy(
     banks: Banks,
     seed: int,
@@ -37,6 +45,8 @@ def compose_policy(
     law: SizeLaw,
     industry_share: tuple[float, float],
     max_categories: int = 4,
+    spare_share: float = 0.0,
+    max_spares: int = 0,
 ) -> ComposedPolicy:
     """Draw n rules: a share from the industry's own rules, the rest from 1-4 generic categories.
 
@@ -46,7 +56,8 @@ def compose_policy(
     rng = slot_rng(seed, slot, "policy")
     industry = rng.choice(banks.industries)
     slug = slugify(industry)
-    n = law.sample(rng)
+    size = law.sample(rng)
+    n = size + spare_count(size, spare_share, max_spares)
     own = list(banks.industry_rules.get(slug, []))
     share = rng.uniform(*industry_share)
     k_industry = min(len(own), max(1 if n > 1 or rng.random() < share else 0, round(n * share)))
@@ -67,7 +78,14 @@ def compose_policy(
     rules = chosen + generic
     rng.shuffle(rules)
     policy_id = "pol-" + stable_id(seed, slot, *sorted(r.id for r in rules), length=12)
-    return ComposedPolicy(slot=slot, policy_id=policy_id, industry=industry, industry_slug=slug, rules=rules)
+    return ComposedPolicy(
+        slot=slot,
+        policy_id=policy_id,
+        industry=industry,
+        industry_slug=slug,
+        rules=rules,
+        size=min(size, len(rules)),
+    )
 
 
 def numbered(rules: list[str]) -> str:

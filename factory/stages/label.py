@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -23,6 +23,7 @@ class RuleLabel:
     discussion: str
     explanation: str
     judgements: list[TurnJudgement]
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def public(self) -> dict:
         return {
@@ -55,6 +56,7 @@ def aggregate(rule_index: int, judgements: list[TurnJudgement]) -> RuleLabel:
 async def label_rule(
     ctx: BuildContext, slot: int, rule_index: int, rule: str, dialogue: Dialogue
 ) -> RuleLabel:
+    """Judge one rule (by its 1-based index among the policy's candidate rules) turn by turn."""
     n = dialogue.num_turns
     call = await stage_call(
         ctx,
@@ -69,31 +71,18 @@ async def label_rule(
         transcript=numbered_transcript(dialogue.turns),
     )
     result = aggregate(rule_index, list(call.parsed.judgements))
-    ctx.store.add(
-        "rule_labels",
-        {
-            "slot": slot,
-            "rule_index": rule_index,
-            "label": result.label,
-            "ambiguity": result.ambiguity,
-            "violated_turns": result.violated_turns,
-            "discussion": result.discussion,
-            "explanation": result.explanation,
-            "turns_json": orjson.dumps([j.model_dump() for j in result.judgements]).decode(),
-        }
-        | call.provenance,
-    )
+    result.provenance = call.provenance
     return result
 
 
-async def label_all(ctx: BuildContext, slot: int, rules: list[str], dialogue: Dialogue) -> list[RuleLabel]:
-    """Judge every rule separately and concurrently; any failed rule drops the slot.
+async def _gather_labels(
+    ctx: BuildContext, slot: int, batch: list[tuple[int, str]], dialogue: Dialogue
+) -> list[RuleLabel]:
+    """Judge several rules concurrently; any failed rule drops the slot.
 
     When one rule fails, the other calls are awaited, not cancelled: an answer already on the wire
     is paid for, and awaiting it journals it (a resume or a twin slot then gets it for free)."""
-    tasks = [
-        asyncio.ensure_future(label_rule(ctx, slot, i, r, dialogue)) for i, r in enumerate(rules, start=1)
-    ]
+    tasks = [asyncio.ensure_future(label_rule(ctx, slot, i, r, dialogue)) for i, r in batch]
     try:
         results = await asyncio.gather(*tasks, return_exceptions=True)
     except BaseException:  # cancelled from outside
@@ -107,3 +96,55 @@ async def label_all(ctx: BuildContext, slot: int, rules: list[str], dialogue: Di
         errors.sort(key=lambda e: isinstance(e, SlotDropped))
         raise errors[0]
     return list(results)  # type: ignore[arg-type]
+
+
+@dataclass
+class PolicyLabels:
+    kept: list[RuleLabel]  # the final policy's rules, renumbered 1..k (rule_index), in candidate order
+    candidate_index: list[int]  # for each kept rule, its 1-based index among the candidates
+    removed: list[RuleLabel]  # judged more ambiguous than the threshold (indices are candidate indices)
+
+
+async def label_policy(
+    ctx: BuildContext, slot: int, candidates: list[str], size: int, dialogue: Dialogue
+) -> PolicyLabels:
+    """Label the policy's `size` rules; replace each rule judged more ambiguous than the threshold
+    by the next spare candidate (labelled in turn), so the policy keeps its drawn size while spares
+    last. Only an ambiguous rule leaves the policy: the other rules keep their judgements."""
+    threshold = ctx.recipe.label.ambiguity_threshold
+    judged: dict[int, RuleLabel] = {}
+    next_spare = size + 1
+    batch = list(range(1, size + 1))
+    while batch:
+        for lab in await _gather_labels(ctx, slot, [(i, candidates[i - 1]) for i in batch], dialogue):
+            judged[lab.rule_index] = lab
+        clear = sum(1 for lab in judged.values() if lab.ambiguity <= threshold)
+        missing = size - clear
+        batch = (
+            list(range(next_spare, min(len(candidates), next_spare + missing - 1) + 1)) if missing > 0 else []
+        )
+        next_spare += len(batch)
+    order = sorted(judged)
+    kept_idx = [i for i in order if judged[i].ambiguity <= threshold]
+    removed = [judged[i] for i in order if judged[i].ambiguity > threshold]
+    kept = []
+    for k, i in enumerate(kept_idx, start=1):
+        kept.append(replace(judged[i], rule_index=k))
+    for i in order:
+        lab = judged[i]
+        ctx.store.add(
+            "rule_labels",
+            {
+                "slot": slot,
+                "rule_index": i,
+                "policy_index": kept_idx.index(i) + 1 if i in kept_idx else None,
+                "label": lab.label,
+                "ambiguity": lab.ambiguity,
+                "violated_turns": lab.violated_turns,
+                "discussion": lab.discussion,
+                "explanation": lab.explanation,
+                "turns_json": orjson.dumps([j.model_dump() for j in lab.judgements]).decode(),
+            }
+            | lab.provenance,
+        )
+    return PolicyLabels(kept=kept, candidate_index=kept_idx, removed=removed)

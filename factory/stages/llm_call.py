@@ -43,6 +43,7 @@ async def stage_call(
     temperature: float,
     max_tokens: int,
     variant: str = "",
+    reasoning_budget: int | None = None,
     **values: object,
 ) -> StageCall:
     """Unusable answers (after re-asks) become SlotDropped; transport failures and fatal errors
@@ -50,7 +51,9 @@ async def stage_call(
     template = load_prompt(prompt)
     request = LLMRequest(
         messages=template.render(**values),
-        params=GenParams(temperature=temperature, max_tokens=max_tokens, seed=ctx.seed),
+        params=GenParams(
+            temperature=temperature, max_tokens=max_tokens, seed=ctx.seed, reasoning_budget=reasoning_budget
+        ),
         output_schema=schema,
         stage=stage,
         prompt_hash=template.hash,

@@ -45,6 +45,7 @@ SAMPLE_COLUMNS: tuple[Column, ...] = (
     Column("transcript", "VARCHAR", "string"),
     Column("label", "VARCHAR", "string"),
     Column("rules", "VARCHAR[]", ["string"]),
+    Column("rule_ids", "VARCHAR[]", ["string"]),  # bank ids of the policy's rules, in order
     Column("turns_json", "VARCHAR", [{"role": "string", "content": "string"}], "turns", parse_json=True),
     Column("rule_labels_json", "VARCHAR", [RULE_LABEL_FEATURE], "rule_labels", parse_json=True),
     Column("violated_rules", "INTEGER[]", ["int32"]),

@@ -9,7 +9,7 @@ TABLES: dict[str, str] = {
             config_json VARCHAR, status VARCHAR, finished_at DOUBLE, fingerprint_json VARCHAR)""",
     "policies": """
         CREATE TABLE IF NOT EXISTS policies (
-            slot BIGINT PRIMARY KEY, policy_id VARCHAR, industry VARCHAR, rule_ids VARCHAR[],
+            slot BIGINT PRIMARY KEY, target_size INTEGER, policy_id VARCHAR, industry VARCHAR, rule_ids VARCHAR[],
             rule_sources VARCHAR[], rule_groups VARCHAR[], rules VARCHAR[], num_rules INTEGER)""",
     "paraphrases": """
         CREATE TABLE IF NOT EXISTS paraphrases (
@@ -29,11 +29,11 @@ TABLES: dict[str, str] = {
         CREATE TABLE IF NOT EXISTS rule_labels (
             slot BIGINT, rule_index INTEGER, label VARCHAR, ambiguity INTEGER, violated_turns INTEGER[],
             discussion VARCHAR, explanation VARCHAR, turns_json VARCHAR, model VARCHAR,
-            prompt_hash VARCHAR, call_key VARCHAR, PRIMARY KEY (slot, rule_index))""",
+            prompt_hash VARCHAR, call_key VARCHAR, policy_index INTEGER, PRIMARY KEY (slot, rule_index))""",
     "traces": """
         CREATE TABLE IF NOT EXISTS traces (
             slot BIGINT PRIMARY KEY, mode VARCHAR, reasoning VARCHAR, explanation VARCHAR,
-            quality_flags VARCHAR[])""",
+            verdict VARCHAR, source VARCHAR, model VARCHAR, prompt_hash VARCHAR, call_key VARCHAR)""",
     "filter_log": """
         CREATE TABLE IF NOT EXISTS filter_log (
             slot BIGINT, stage VARCHAR, reason VARCHAR, detail VARCHAR, dropped BOOLEAN)""",
@@ -48,4 +48,14 @@ TABLES: dict[str, str] = {
 }
 
 # Columns added after a table was first released: applied to existing files on open.
-MIGRATIONS: tuple[str, ...] = ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS fingerprint_json VARCHAR",)
+MIGRATIONS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS fingerprint_json VARCHAR",
+    "ALTER TABLE policies ADD COLUMN IF NOT EXISTS target_size INTEGER",
+    "ALTER TABLE samples ADD COLUMN IF NOT EXISTS rule_ids VARCHAR[]",
+    "ALTER TABLE rule_labels ADD COLUMN IF NOT EXISTS policy_index INTEGER",
+    "ALTER TABLE traces ADD COLUMN IF NOT EXISTS verdict VARCHAR",
+    "ALTER TABLE traces ADD COLUMN IF NOT EXISTS source VARCHAR",
+    "ALTER TABLE traces ADD COLUMN IF NOT EXISTS model VARCHAR",
+    "ALTER TABLE traces ADD COLUMN IF NOT EXISTS prompt_hash VARCHAR",
+    "ALTER TABLE traces ADD COLUMN IF NOT EXISTS call_key VARCHAR",
+)

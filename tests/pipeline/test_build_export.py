@@ -24,7 +24,7 @@ def test_build_yields_exactly_n_samples(built200: Built) -> None:
     assert "done: 200 samples" in flat(built200.stderr)
     # every LLM call is in the ledger with its stage, prompt hash and model; an uninterrupted build pays none twice
     stages = dict(query(db, "SELECT stage, count(*) FROM llm_calls GROUP BY stage"))
-    assert set(stages) == {"paraphrase", "persona", "dialogue", "label"}
+    assert set(stages) == {"paraphrase", "persona", "dialogue", "label", "trace"}
     assert stages["paraphrase"] >= 200 and stages["dialogue"] >= 200
     assert (
         query(db, "SELECT count(*) FROM llm_calls WHERE prompt_hash IS NULL OR prompt_hash = ''")[0][0] == 0
