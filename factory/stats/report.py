@@ -27,7 +27,7 @@ def status_text(db: Path) -> str:
         run = runs[0] if runs else None
         acc = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
         drops = con.execute(
-            "SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC"
+            "SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC, 1"
         ).fetchall()
         calls = con.execute(
             "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "

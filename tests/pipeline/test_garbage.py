@@ -122,12 +122,14 @@ def test_garbage_is_reasked_or_counted(tmp_path: Path) -> None:
     assert attempts[0] == 3 and attempts[1]
     # every drop is an llm_failure here, and their count matches the failure table and the summary
     drops = dict(query(db, "SELECT reason, count(*) FROM slot_status WHERE status = 'dropped' GROUP BY 1"))
-    assert set(drops) == {"llm_failure"} and drops["llm_failure"] >= 1  # the HTTP 500 slot is not a drop
+    # (the fake's trace verdicts are random: a trace that disagrees with the label after the re-asks
+    # is dropped too, and is an llm failure of the trace stage)
+    assert set(drops) <= {"llm_failure", "trace_verdict_mismatch"} and drops["llm_failure"] >= 1
     assert (
         query(db, "SELECT count(DISTINCT slot) FROM llm_failures WHERE error NOT LIKE '%HTTP 500%'")[0][0]
-        == drops["llm_failure"]
+        == sum(drops.values())
     )
-    assert f"dropped: llm_failure={drops['llm_failure']}" in flat(result.stderr)
+    assert f"llm_failure={drops['llm_failure']}" in flat(result.stderr)
     assert "Traceback" not in result.stderr
 
 

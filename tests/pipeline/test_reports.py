@@ -56,7 +56,13 @@ def test_status(built200: Built, tmp_path: Path) -> None:
     )
     text = flat(result.stdout)
     assert "pipeline pipetest, seed 0, target 200 samples, last run finished" in text
-    assert "samples accepted: 200" in text and "dropped: none" in text
+    drops = query(
+        built200.db,
+        "SELECT reason, count(*) FROM slot_status WHERE status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1",
+    )
+    expected = ", ".join(f"{r}={c}" for r, c in drops) or "none"
+    # the fake's verdicts are random, so some traces disagree with the label and are dropped
+    assert "samples accepted: 200" in text and f"dropped: {expected}" in text
     calls = query(built200.db, "SELECT count(*) FROM llm_calls")[0][0]
     assert f"LLM calls paid: {calls} " in text
     missing = run_factory(
