@@ -8,4 +8,4 @@ bash scripts/install.sh local
 N="${N:-8}"
 .venv/bin/factory build --n "$N" --pipeline smoke --db outputs/quickstart.duckdb
 .venv/bin/factory stats --db outputs/quickstart.duckdb
-.venv/bin/factory export --db outputs/quickstart.duckdb --out outputs/quickstart-export
+.venv/bin/factory export --db outputs/quickstart.duckdb --out outputs/quickstart-export --overwrite

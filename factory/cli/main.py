@@ -151,14 +151,25 @@ def export_cmd(
     seed: Annotated[int, typer.Option(help="seed of the split assignment")] = 0,
     val_frac: Annotated[float, typer.Option(help="validation share")] = 0.05,
     test_frac: Annotated[float, typer.Option(help="test share")] = 0.05,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="replace a previous export at --out (swapped in when complete)"),
+    ] = False,
 ) -> None:
-    """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card."""
+    """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card.
+
+    Written aside and renamed onto --out when complete; a non-empty --out needs --overwrite."""
     from factory.export.hf import export
+
+    def warn(message: str) -> None:
+        console.print(f"[bold yellow]WARNING:[/] {escape(message)}", markup=True, highlight=False)
 
     path = _db(db)
     if not path.exists():
         _fail(f"{path} does not exist; run `factory build` first")
-    info = _run_guarded(export, path, out, seed=seed, val_frac=val_frac, test_frac=test_frac)
+    info = _run_guarded(
+        export, path, out, seed=seed, val_frac=val_frac, test_frac=test_frac, overwrite=overwrite, warn=warn
+    )
     console.print(f"exported {info}")
 
 

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import textwrap
 
-def dataset_card(dd, stats_text: str) -> str:  # noqa: ANN001
+
+def dataset_card(
+    dd,  # noqa: ANN001
+    stats_text: str,
+    *,
+    unfinished: tuple[int, int, str | None] | None = None,
+) -> str:
+    """The card; `unfinished` = (samples, target, last run status) puts a notice right under the title."""
     n = sum(len(ds) for ds in dd.values())
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
-    configs = "\n".join(f"  - split: {s}\n    path: parquet/{s}.parquet" for s in dd)
+    # `datasets.load_dataset` fails on every split when one listed split has no rows, so the Hub
+    # config lists the non-empty splits only; empty ones stay in the folder with the full schema.
+    filled = [s for s, ds in dd.items() if len(ds)]
+    empty = [s for s, ds in dd.items() if not len(ds)]
+    configs = "\n".join(f"  - split: {s}\n    path: parquet/{s}.parquet" for s in filled)
     splits = "\n".join(f"| {s} | {len(ds)} |" for s, ds in dd.items())
+    empty_note = (
+        f"\n\nEmpty split(s): {', '.join(empty)}. Their files (hf/, parquet/, jsonl/) have the full schema "
+        f"and 0 rows; they are left out of the `configs` above because `datasets.load_dataset` cannot "
+        f"load a split with no rows."
+        if empty
+        else ""
+    )
+    notice = _unfinished_notice(*unfinished) if unfinished else ""
     return f"""---
 license: other
 task_categories:
@@ -27,7 +47,7 @@ configs:
 ---
 
 # Synthetic policy-compliance dialogues (DynaBench format)
-
+{notice}
 Generated with the DynaBench factory: each sample pairs a policy (numbered free-form rules) with a
 user/agent dialogue and a compliance label (`FAIL` if the agent broke any rule, else `PASS`), plus
 the per-rule judgements behind the label, a short explanation, and for about a third of the samples
@@ -41,7 +61,7 @@ Validate a sample by hand before relying on the data. Data produced with the emb
 
 | split | samples |
 |---|---|
-{splits}
+{splits}{empty_note}
 
 Splits are assigned per policy, so no policy appears in two splits. Rules of the seed bank may
 recur, reworded, across splits.
@@ -61,3 +81,13 @@ turns), `violated_rules` (1-based), `explanation`, `reasoning` (may be empty), `
 {stats_text}
 ```
 """
+
+
+def _unfinished_notice(samples: int, target: int, status: str | None) -> str:
+    last = f" (last run: `{status}`)" if status != "finished" else ""
+    text = (
+        f"**Unfinished build: {samples} of {target} samples.** The build stopped before its target{last}, "
+        f"so the splits and statistics below describe partial data. Rerun `factory build` to finish it, "
+        f"then export again."
+    )
+    return "\n" + textwrap.fill(text, width=100, initial_indent="> ", subsequent_indent="> ") + "\n"

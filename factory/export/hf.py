@@ -2,11 +2,29 @@
 
 Columns follow the published DynaBench (`policy`, `transcript`, `label` PASS/FAIL) plus structured
 extras. Splits are assigned per policy by a seeded hash, so one policy never appears in two splits.
+
+The export is atomic (see `factory.export.target`): it is written whole into a hidden sibling
+folder and renamed onto `--out` when complete, so a killed export never leaves a folder at `--out`
+that looks complete. A non-empty `--out` is refused unless `overwrite=True` (`--overwrite`).
+
+A split may be empty (a small build, or a fraction of 0); it is still written with the full schema
+to hf/, parquet/ and jsonl/, and `datasets.load_from_disk` loads it with 0 rows.
+
+An unfinished build (last run not finished, or fewer samples than its target) still exports; the
+caller is warned through `warn` and the card says so near the top.
+
+Test hook: the environment variable `FACTORY_EXPORT_PAUSE_S` (seconds) makes the export sleep after
+writing hf/ and parquet/ into the partial folder, so that tests can kill it mid-export. It is read
+nowhere else and has no effect when unset.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +34,35 @@ import polars as pl
 
 from factory.errors import ConfigError
 from factory.export.card import dataset_card
+from factory.export.target import check_target, clean_leftovers, discard, make_partial, swap_in
 from factory.store.sample_row import export_features, export_record
 
 SPLITS = ("train", "validation", "test")
+PAUSE_ENV = "FACTORY_EXPORT_PAUSE_S"
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """How far the build behind a store got: its samples against the last run's target."""
+
+    samples: int
+    target: int | None  # None: the store has no run recorded
+    status: str | None  # 'running' / 'finished' / 'interrupted' of the last run
+
+    @property
+    def unfinished(self) -> bool:
+        if self.target is None:
+            return False
+        return self.status != "finished" or self.samples < self.target
+
+    def warning(self) -> str | None:
+        if not self.unfinished:
+            return None
+        last = f" (last run {self.status})" if self.status != "finished" else ""
+        return (
+            f"the build is unfinished: {self.samples}/{self.target} samples{last}; "
+            f"rerun `factory build` to finish it"
+        )
 
 
 def split_of(policy_id: str, seed: int, val_frac: float, test_frac: float) -> str:
@@ -30,30 +74,93 @@ def split_of(policy_id: str, seed: int, val_frac: float, test_frac: float) -> st
     return "train"
 
 
+def _connect(db: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as exc:
+        from factory.store.live_status import describe_live_status
+
+        live = describe_live_status(db)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(live or f"cannot read {db}: {detail}") from exc
+
+
 def load_samples(db: Path) -> pl.DataFrame:
-    con = duckdb.connect(str(db), read_only=True)
+    con = _connect(db)
     try:
         return con.sql("SELECT * FROM samples ORDER BY slot").pl()
     finally:
         con.close()
 
 
+def build_state(db: Path, samples: int) -> BuildState:
+    con = _connect(db)
+    try:
+        rows = con.execute("SELECT n_target, status FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+    except duckdb.CatalogException:  # a store without a runs table
+        rows = []
+    finally:
+        con.close()
+    if not rows:
+        return BuildState(samples, None, None)
+    target, status = rows[0]
+    return BuildState(samples, None if target is None else int(target), status)
+
+
 def to_records(df: pl.DataFrame) -> list[dict]:
     return [export_record(r) for r in df.iter_rows(named=True)]
 
 
-def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_frac: float = 0.05) -> str:
-    import datasets
+def export(
+    db: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    val_frac: float = 0.05,
+    test_frac: float = 0.05,
+    overwrite: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> str:
+    """Export the store's samples to `out`; returns a one-line summary.
 
+    Raises `ConfigError` (one line, naming the path or flag) for bad fractions, an empty store, or
+    a target that is a file, not writable, or a non-empty folder without `overwrite`.
+    """
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise ConfigError("--val-frac and --test-frac must be in [0, 1) and sum to less than 1")
+    clean_leftovers(Path(os.path.realpath(out)))
+    real = check_target(out, overwrite=overwrite, db=db)
     df = load_samples(db)
     if df.height == 0:
         raise ConfigError(f"{db} holds no samples; run `factory build` first")
+    state = build_state(db, df.height)
+    notice = state.warning()
+    if notice and warn is not None:
+        warn(notice)
     records = to_records(df)
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for rec in records:
         by_split[split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
+
+    tmp = make_partial(real, out)
+    try:
+        dd = _write(db, tmp, by_split, state)
+        swap_in(tmp, real, out, overwrite=overwrite)
+    except OSError as exc:
+        discard(tmp)
+        where = exc.filename or out
+        raise ConfigError(f"export to {out} failed: {exc.strerror or exc} ({where})") from exc
+    except BaseException:
+        discard(tmp)
+        raise
+    sizes = ", ".join(f"{s}={len(dd[s])}" for s in SPLITS)
+    tail = f"; unfinished build ({state.samples}/{state.target})" if notice else ""
+    return f"{df.height} samples to {out} ({sizes}){tail}"
+
+
+def _write(db: Path, tmp: Path, by_split: dict[str, list[dict]], state: BuildState) -> Any:
+    import datasets
+
     features = _features()
     # An empty split (small builds) still gets the full schema: from_list([]) would lose it.
     dd = datasets.DatasetDict(
@@ -64,21 +171,36 @@ def export(db: Path, out: Path, *, seed: int = 0, val_frac: float = 0.05, test_f
             for s, rows in by_split.items()
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
-    dd.save_to_disk(str(out / "hf"))
-    (out / "parquet").mkdir(exist_ok=True)
-    (out / "jsonl").mkdir(exist_ok=True)
+    # save_to_disk picks min(rows, ...) shards, i.e. none for an empty split: no arrow file, and
+    # load_from_disk then fails on every split. One (empty) shard keeps the split loadable.
+    dd.save_to_disk(str(tmp / "hf"), num_shards={s: 1 for s, ds in dd.items() if len(ds) == 0})
+    (tmp / "parquet").mkdir()
     for s, ds in dd.items():
-        ds.to_parquet(str(out / "parquet" / f"{s}.parquet"))
-        with open(out / "jsonl" / f"{s}.jsonl", "wb") as fh:
+        ds.to_parquet(str(tmp / "parquet" / f"{s}.parquet"))
+    _test_pause()
+    (tmp / "jsonl").mkdir()
+    for s in dd:
+        with open(tmp / "jsonl" / f"{s}.jsonl", "wb") as fh:
             for rec in by_split[s]:
                 fh.write(orjson.dumps(rec) + b"\n")
     from factory.stats.report import stats_report
 
-    stats_text = stats_report(db, out / "stats")
-    (out / "README.md").write_text(dataset_card(dd, stats_text), encoding="utf-8")
-    sizes = ", ".join(f"{s}={len(dd[s])}" for s in SPLITS)
-    return f"{df.height} samples to {out} ({sizes})"
+    stats_text = stats_report(db, tmp / "stats")
+    unfinished = (state.samples, state.target, state.status) if state.unfinished else None
+    (tmp / "README.md").write_text(dataset_card(dd, stats_text, unfinished=unfinished), encoding="utf-8")
+    return dd
+
+
+def _test_pause() -> None:
+    """The test hook documented above: sleep mid-export when FACTORY_EXPORT_PAUSE_S is set."""
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{PAUSE_ENV} must be a number of seconds, got {value!r}") from None
+    time.sleep(max(0.0, seconds))
 
 
 def _feature(desc: Any) -> Any:
