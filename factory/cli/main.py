@@ -191,7 +191,9 @@ def push(
         if not path.exists():
             _fail(f"{path} does not exist; run `factory build` first, or pass --data EXPORT_DIR")
         data = path.parent / f"{path.stem}-export"
-        console.print(_run_guarded(export, path, data))
+        # the push's own export folder is refreshed every time (it holds nothing but exports)
+        warn = lambda m: console.print(f"[bold yellow]WARNING:[/] {escape(m)}")  # noqa: E731
+        console.print(_run_guarded(export, path, data, overwrite=True, warn=warn))
     try:
         url = push_export(data, repo, private=private)
     except (ConfigError, FileNotFoundError) as exc:

@@ -65,6 +65,13 @@ def stats_report(db: Path, out: Path) -> str:
             con, "SELECT stage, reason, dropped, count(*) AS n FROM filter_log GROUP BY ALL ORDER BY n DESC"
         )
         amb = _table(con, "SELECT ambiguity FROM rule_labels")
+        # before filtering: what every committed slot drew (policy size) and was written with (turns)
+        drawn = _table(
+            con,
+            "SELECT p.target_size AS num_rules FROM policies p JOIN slot_status USING (slot) "
+            "WHERE p.target_size IS NOT NULL",
+        )
+        written = _table(con, "SELECT d.num_turns FROM dialogues d JOIN slot_status USING (slot)")
         cost = _table(
             con,
             "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
@@ -76,13 +83,19 @@ def stats_report(db: Path, out: Path) -> str:
     if samples.height:
         lines.append("")
         lines.append(
-            f"{'':14}{'min':>6}{'max':>6}{'median':>8}{'mean':>8}   paper train (min/max/median/mean)"
+            f"{'':20}{'min':>6}{'max':>6}{'median':>8}{'mean':>8}   paper train (min/max/median/mean)"
         )
-        for name, col in (("policy size", "num_rules"), ("turns", "num_turns")):
-            mn, mx, med, mean = _describe(samples[col])
-            paper = PAPER_TRAIN["policy_size" if col == "num_rules" else "turns"]
+        rows = [("policy size", samples["num_rules"], "policy_size"), ("turns", samples["num_turns"], "turns")]
+        if drawn.height:
+            rows.insert(0, ("policy size, drawn", drawn["num_rules"], "policy_size"))
+        if written.height:
+            rows.insert(len(rows) - 1, ("turns, written", written["num_turns"], "turns"))
+        lines.append("(drawn / written: every committed slot, before filtering; the others: the dataset)")
+        for name, series, key in rows:
+            mn, mx, med, mean = _describe(series)
+            paper = PAPER_TRAIN[key]
             lines.append(
-                f"{name:14}{mn:>6}{mx:>6}{med:>8.1f}{mean:>8.2f}   {paper[0]}/{paper[1]}/{paper[2]}/{paper[3]}"
+                f"{name:20}{mn:>6}{mx:>6}{med:>8.1f}{mean:>8.2f}   {paper[0]}/{paper[1]}/{paper[2]}/{paper[3]}"
             )
         lines.append("")
         labels = samples.group_by("label").len().sort("label")

@@ -34,7 +34,9 @@ def _build(tmp_path: Path, recipe: Path) -> tuple[Path, str]:
     return db, result.stderr
 
 
-def test_default_ambiguity_threshold_drops_and_reports(tmp_path: Path) -> None:
+def test_default_ambiguity_threshold_removes_rules_and_reports(tmp_path: Path) -> None:
+    """A rule judged more ambiguous than the threshold leaves the policy and a spare takes its
+    place, so policies keep their drawn size; a slot whose candidates are all ambiguous is dropped."""
     default = LabelConfig().ambiguity_threshold
     assert load_recipe("dynabench").label.ambiguity_threshold == default == 6
     recipe = write_recipe(tmp_path / "ambiguity.yaml", name="ambiguity", label={}, **SMALL)
@@ -42,23 +44,40 @@ def test_default_ambiguity_threshold_drops_and_reports(tmp_path: Path) -> None:
 
     assert query(db, "SELECT count(*) FROM samples")[0][0] == N
     assert query(db, "SELECT max(max_ambiguity) FROM samples")[0][0] <= default
-    dropped = query(db, "SELECT count(*) FROM filter_log WHERE reason = 'ambiguous_label' AND dropped")[0][0]
-    assert dropped > 0
-    assert query(db, "SELECT count(*) FROM slot_status WHERE reason = 'ambiguous_label'")[0][0] == dropped
-    # each drop is explained, and its slot really had a rule label above the threshold
-    for slot, detail in query(db, "SELECT slot, detail FROM filter_log WHERE reason = 'ambiguous_label'"):
-        assert f"> threshold {default}" in detail
-        assert query(db, "SELECT max(ambiguity) FROM rule_labels WHERE slot = ?", [slot])[0][0] > default
-    slots = query(db, "SELECT count(*) FROM slot_status")[0][0]
+    # every judged rule above the threshold is out of its policy, every other judged rule is in it
     assert (
-        slots
-        == N
-        + dropped
-        + query(
-            db, "SELECT count(*) FROM slot_status WHERE status = 'dropped' AND reason <> 'ambiguous_label'"
+        query(
+            db, "SELECT count(*) FROM rule_labels WHERE ambiguity > ? AND policy_index IS NOT NULL", [default]
         )[0][0]
+        == 0
     )
-    assert f"ambiguous_label={dropped}" in flat(stderr)
+    assert (
+        query(
+            db, "SELECT count(*) FROM rule_labels WHERE ambiguity <= ? AND policy_index IS NULL", [default]
+        )[0][0]
+        == 0
+    )
+    removed = query(db, "SELECT count(*) FROM filter_log WHERE reason = 'ambiguous_rule_removed'")[0][0]
+    assert removed > 0  # the fake's ambiguity is uniform 0-10: about a third of the rules are replaced
+    # a sample's policy has its drawn size whenever the spares sufficed, and its rules are the kept ones
+    for slot, num_rules in query(db, "SELECT slot, num_rules FROM samples"):
+        target = query(db, "SELECT target_size FROM policies WHERE slot = ?", [slot])[0][0]
+        kept = query(
+            db, "SELECT count(*) FROM rule_labels WHERE slot = ? AND policy_index IS NOT NULL", [slot]
+        )
+        assert num_rules == kept[0][0] <= target
+    sizes = query(
+        db,
+        "SELECT count(*) FILTER (WHERE s.num_rules = p.target_size), count(*) FROM samples s "
+        "JOIN policies p USING (slot)",
+    )[0]
+    assert sizes[0] >= 0.8 * sizes[1]
+    dropped = query(db, "SELECT count(*) FROM slot_status WHERE reason = 'ambiguous_label'")[0][0]
+    for slot, detail in query(db, "SELECT slot, detail FROM filter_log WHERE reason = 'ambiguous_label'"):
+        assert f"every rule above threshold {default}" in detail
+        assert query(db, "SELECT min(ambiguity) FROM rule_labels WHERE slot = ?", [slot])[0][0] > default
+    if dropped:
+        assert f"ambiguous_label={dropped}" in flat(stderr)
 
     stats = check_ok(
         run_factory(
@@ -67,10 +86,9 @@ def test_default_ambiguity_threshold_drops_and_reports(tmp_path: Path) -> None:
             tmp_path,
         )
     )
-    line = next(ln for ln in stats.stdout.splitlines() if "ambiguous_label" in ln)
-    assert line.split()[:4] == ["filter", "ambiguous_label", "dropped", str(dropped)]
-    status = check_ok(run_factory(factory_cmd("status", "--db", db), cli_env(None, tmp=tmp_path), tmp_path))
-    assert f"ambiguous_label={dropped}" in status.stdout
+    line = next(ln for ln in stats.stdout.splitlines() if "ambiguous_rule_removed" in ln)
+    assert line.split()[:4] == ["filter", "ambiguous_rule_removed", "noted", str(removed)]
+    assert "policy size, drawn" in stats.stdout and "policy size" in stats.stdout
 
 
 def test_intent_disagreement_drop(tmp_path: Path) -> None:

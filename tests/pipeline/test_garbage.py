@@ -29,7 +29,7 @@ from tests.pipeline.conftest import (
 N = 40
 REASK = "Your previous reply could not be used"
 DIALOGUE = "You write realistic transcripts"
-LABEL = "meticulous compliance reviewer"
+LABEL = "You check ONE rule against a conversation"
 PARAPHRASE = "You rewrite business policies"
 PERSONA = "You invent short, realistic profiles"
 SCHEMA_FAIL_SLOT, HTTP_FAIL_SLOT = 3, 5
@@ -125,10 +125,11 @@ def test_garbage_is_reasked_or_counted(tmp_path: Path) -> None:
     # (the fake's trace verdicts are random: a trace that disagrees with the label after the re-asks
     # is dropped too, and is an llm failure of the trace stage)
     assert set(drops) <= {"llm_failure", "trace_verdict_mismatch"} and drops["llm_failure"] >= 1
-    assert (
-        query(db, "SELECT count(DISTINCT slot) FROM llm_failures WHERE error NOT LIKE '%HTTP 500%'")[0][0]
-        == sum(drops.values())
-    )
+    assert query(
+        db,
+        "SELECT count(DISTINCT slot) FROM llm_failures WHERE error NOT LIKE '%HTTP 500%' "
+        "AND slot IN (SELECT slot FROM slot_status)",
+    )[0][0] == sum(drops.values())
     assert f"llm_failure={drops['llm_failure']}" in flat(result.stderr)
     assert "Traceback" not in result.stderr
 

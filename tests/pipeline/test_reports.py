@@ -28,7 +28,7 @@ def test_stats_table_and_plots(built200: Built, tmp_path: Path) -> None:
     assert "samples: 200" in lines
     assert any("paper train" in ln and "median" in ln and "mean" in ln for ln in lines)
     for name, col in (("policy size", "num_rules"), ("turns", "num_turns")):
-        row = next(ln for ln in lines if ln.startswith(name))
+        row = next(ln for ln in lines if ln.startswith(name + " "))
         mn, mx, med, mean = row[len(name) :].split()[:4]
         values = [r[0] for r in query(built200.db, f"SELECT {col} FROM samples")]
         assert (int(mn), int(mx)) == (min(values), max(values))
