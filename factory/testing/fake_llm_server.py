@@ -39,7 +39,21 @@ and answers. OpenAI function tools forced through ``tool_choice`` (a named funct
 ``"required"``) get a ``tool_calls`` answer whose arguments fit the function's ``parameters``.
 
 Server-wide options (constructor arguments of :class:`FakeLLMServer` and CLI flags): ``latency``,
-``rate_limit`` (requests/s, 0 = off), ``fail_rate`` + ``fail_seed`` (random 500s), ``require_key``.
+``rate_limit`` (requests/s, 0 = off), ``fail_rate`` + ``fail_seed`` (random 500s), ``require_key``,
+``profile``.
+
+Field profiles (``profile``, CLI ``--profile NAME|JSON``; module ``profiles``) make structured answers
+skewed like a real model's instead of uniform: a mapping from a property NAME to a distribution,
+applied wherever an object property of that name is generated and its schema allows the values.
+``{"weights": [w0, w1, ...]}`` (integer properties) gives relative weights of the values
+``minimum``, ``minimum + 1``, ... (missing weights are 0, values outside the schema are never
+produced); ``{"choices": {"VIOLATED": 0.08, "NOT VIOLATED": 0.92}}`` (enum/string properties) gives
+relative weights of values. The draws come from the per-request RNG, so the same request still gets
+the same answer, across restarts too. The preset ``labeller`` is a labeller double: per-turn
+``ambiguity`` 0..10 with weights ``[30, 22, 15, 11, 7, 5, 3, 3, 2, 1, 1]`` (10% of draws >= 6, 7% > 6)
+and 8% ``"VIOLATED"`` labels. ``POST /_fake/profile`` with ``{"profile": NAME | {...} | null}`` sets
+it at run time (for the requests that arrive afterwards; ``/_fake/reset`` keeps it), and
+``GET /_fake/profile`` returns it. Without a profile the answers are exactly the plain generator's.
 
 Run it as ``python -m factory.testing.fake_llm_server --port 0`` (prints ``READY http://127.0.0.1:PORT``)
 or from tests through :class:`FakeServerProcess`, a context manager that owns the subprocess.
@@ -49,8 +63,9 @@ control API, auth/limiter/fault decision, accounting), which composes the three 
 ``openai_wire``, ``anthropic_wire`` and ``google_wire`` (route handler, key check, error envelope
 and rate-limit headers of each); ``answers`` builds the reply content and applies content faults;
 ``faults`` holds the fault kinds, scripted faults and the token bucket; ``schema_instances`` (over
-``schema_compiler`` and ``vocabulary``) generates schema instances; ``server_cli`` is the command
-line and ``server_process`` holds :class:`FakeServerProcess`. The public names are re-exported here.
+``schema_compiler`` and ``vocabulary``) generates schema instances; ``profiles`` parses field profiles
+and holds the presets; ``server_cli`` is the command line and ``server_process`` holds
+:class:`FakeServerProcess`. The public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -74,6 +89,7 @@ from factory.testing.anthropic_wire import AnthropicWire
 from factory.testing.faults import ERROR_STATUS, FAULT_KINDS, Fault, TokenBucket, parse_faults
 from factory.testing.google_wire import GoogleWire
 from factory.testing.openai_wire import OpenAIWire
+from factory.testing.profiles import PRESETS, Profile, ProfileLike, parse_profile, use_profile
 from factory.testing.schema_instances import (
     SchemaError,
     compile_schema,
@@ -87,12 +103,15 @@ from factory.testing.server_process import FakeServerProcess
 __all__ = [
     "FAULT_KINDS",
     "MALFORMED_TEXT",
+    "PRESETS",
     "FakeLLMServer",
     "FakeServerProcess",
+    "Profile",
     "SchemaError",
     "compile_schema",
     "instance_for_schema",
     "main",
+    "parse_profile",
     "seed_for",
     "violating_instance",
 ]
@@ -108,8 +127,12 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
     this class routes requests to them and owns the state they share.
 
     ``await server.start()`` binds ``host:port`` (port 0 = any free port) and returns the base URL;
-    ``await server.stop()`` closes it. The control methods ``script``/``stats``/``reset`` mirror the
-    ``/_fake/`` HTTP API.
+    ``await server.stop()`` closes it. The control methods ``script``/``stats``/``reset``/
+    ``set_profile`` mirror the ``/_fake/`` HTTP API.
+
+    ``profile``: a field profile for structured answers (a preset name such as ``"labeller"``, a
+    mapping ``{property: {"weights": [...]} | {"choices": {...}}}``, its JSON text, or None = plain
+    uniform answers); see the module docstring. Raises ValueError on a bad profile.
     """
 
     def __init__(
@@ -124,9 +147,11 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         require_key: str | None = None,
         requests_limit: int = 10_000,
         tokens_limit: int = 2_000_000,
+        profile: ProfileLike | None = None,
     ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError("fail_rate must be within [0, 1]")
+        self.profile: Profile | None = parse_profile(profile)
         self.host = host
         self.port = port
         self.latency = float(latency)
@@ -165,6 +190,19 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         """Append faults to the FIFO queue; returns the queue length. Raises ValueError on a bad fault."""
         self._faults.extend(parse_faults(faults))
         return len(self._faults)
+
+    def set_profile(self, profile: ProfileLike | None) -> dict[str, Any]:
+        """Replace the field profile (None = none) for the requests that arrive from now on.
+
+        Returns what ``GET /_fake/profile`` answers. Raises ValueError on a bad profile.
+        """
+        self.profile = parse_profile(profile)
+        return self.profile_info()
+
+    def profile_info(self) -> dict[str, Any]:
+        """``{"profile": spec or None, "name": preset name or None}``."""
+        p = self.profile
+        return {"profile": dict(p.spec) if p is not None else None, "name": p.name if p is not None else None}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -256,11 +294,15 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                 if path == "/_fake/reset":
                     self.reset()
                     return self._reply(200, {"ok": True})
+                if path == "/_fake/profile":
+                    return await self._control_profile(request)
             elif method == "GET":
                 if path == "/v1/models" or path == "/models":
                     return self._models(request)
                 if path == "/_fake/stats":
                     return self._reply(200, self.stats())
+                if path == "/_fake/profile":
+                    return self._reply(200, self.profile_info())
                 if path == "/_fake/health" or path == "/healthz":
                     return self._reply(200, {"ok": True, "fake": True})
             return self._reply(404, {"error": {"message": f"fake server: no route for {method} {path}"}})
@@ -282,6 +324,20 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         except (ValueError, orjson.JSONDecodeError) as exc:
             return self._reply(400, {"error": {"message": str(exc)}})
         return self._reply(200, {"ok": True, "queued": n})
+
+    async def _control_profile(self, request: Any) -> Any:
+        try:
+            body = orjson.loads(await request.read())
+            if isinstance(body, str) or body is None:
+                profile = body
+            elif isinstance(body, dict) and set(body) == {"profile"}:
+                profile = body["profile"]
+            else:
+                raise ValueError('expected {"profile": PRESET_NAME | {...} | null}')
+            info = self.set_profile(profile)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            return self._reply(400, {"error": {"message": str(exc)}})
+        return self._reply(200, {"ok": True, **info})
 
     def _models(self, request: Any) -> Any:
         if "anthropic-version" in request.headers:
@@ -318,6 +374,13 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
 
     # -- the provider request path -------------------------------------------------------------
     async def _provider(
+        self, request: Any, provider: str, endpoint: str, path_model: str | None, query: str
+    ) -> Any:
+        # every answer of this request is generated under the profile set when it arrived
+        with use_profile(self.profile):
+            return await self._provider_request(request, provider, endpoint, path_model, query)
+
+    async def _provider_request(
         self, request: Any, provider: str, endpoint: str, path_model: str | None, query: str
     ) -> Any:
         raw = await request.read()

@@ -1,19 +1,23 @@
 """Compiles a JSON Schema (JSON Schema, OpenAPI or Gemini dialect) into an instance generator.
 
 :class:`SchemaCompiler` turns one root schema into a closure ``gen(rng, depth) -> instance``; the
-public, cached entry points are in :mod:`factory.testing.schema_instances`.
+public, cached entry points are in :mod:`factory.testing.schema_instances`. With a field profile
+(:mod:`factory.testing.profiles`) the compiler draws the profiled properties from their weighted
+distributions instead of uniformly; without one it is untouched.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
+from factory.testing.profiles import FieldProfile
 from factory.testing.vocabulary import FORMATS, NWORDS, WORDS, words
 
 #: Depth beyond which optional parts (optional properties, extra array items, non-null union
@@ -95,6 +99,70 @@ def _with_description_hints(s: dict) -> dict:
     return {**s, **extra} if extra else s
 
 
+def _number_bounds(s: dict) -> tuple[float, float, bool, bool]:
+    """(lo, hi, lo_open, hi_open) of a number schema; a missing bound lies 100 from the other (or 0)."""
+    lo = _as_float(s.get("minimum"))
+    hi = _as_float(s.get("maximum"))
+    xlo = s.get("exclusiveMinimum")
+    xhi = s.get("exclusiveMaximum")
+    lo_open = hi_open = False
+    if xlo is True:
+        lo_open = True
+    elif _as_float(xlo) is not None and (lo is None or _as_float(xlo) >= lo):
+        lo, lo_open = _as_float(xlo), True
+    if xhi is True:
+        hi_open = True
+    elif _as_float(xhi) is not None and (hi is None or _as_float(xhi) <= hi):
+        hi, hi_open = _as_float(xhi), True
+    if lo is None and hi is None:
+        lo, hi = 0.0, 100.0
+    elif lo is None:
+        lo = 0.0 if hi >= 0 else hi - 100.0
+        if hi == 0 and hi_open:
+            lo = -100.0
+    elif hi is None:
+        hi = lo + 100.0
+    return lo, hi, lo_open, hi_open
+
+
+def _integer_range(lo: float, hi: float, lo_open: bool, hi_open: bool) -> tuple[int, int]:
+    """The integers ``ilo..ihi`` within the bounds (``ihi >= ilo`` always)."""
+    ilo = int(lo) + 1 if lo_open and float(lo).is_integer() else -int(-lo // 1)
+    ihi = int(hi) - 1 if hi_open and float(hi).is_integer() else int(hi // 1)
+    return ilo, max(ihi, ilo)
+
+
+def _weighted(allowed: list[tuple[Any, float]]) -> Gen | None:
+    """A generator of the values of ``allowed`` (value, weight > 0), one ``rng.random()`` a draw."""
+    if not allowed:
+        return None
+    values = [v for v, _ in allowed]
+    cum: list[float] = []
+    total = 0.0
+    for _, w in allowed:
+        total += w
+        cum.append(total)
+    last = len(values) - 1
+
+    def gen_weighted(rng: random.Random, d: int) -> Any:
+        return values[min(bisect.bisect_right(cum, rng.random() * total), last)]
+
+    return gen_weighted
+
+
+def _nullable(g: Gen | None, nullable: bool) -> Gen | None:
+    """``g`` answering None as often as the plain nullable generators do (and always when deep)."""
+    if g is None or not nullable:
+        return g
+
+    def gen_nullable(rng: random.Random, d: int) -> Any:
+        if d > _SOFT_DEPTH or rng.random() < 0.1:
+            return None
+        return g(rng, d)
+
+    return gen_nullable
+
+
 # google-genai serialises its ``Schema`` model with snake_case keys inside ``responseSchema``.
 _SNAKE_KEYS = {
     "max_length": "maxLength",
@@ -134,9 +202,10 @@ def _normalize_keys(s: dict) -> dict:
 class SchemaCompiler:
     """Turns one (root) schema into a generator closure ``gen(rng, depth) -> instance``."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, profile: Mapping[str, FieldProfile] | None = None) -> None:
         self.root = root
         self.refs: dict[str, Gen] = {}
+        self.profile = profile or None
 
     # -- helpers -----------------------------------------------------------------------------
     def resolve(self, ref: str) -> Any:
@@ -305,7 +374,7 @@ class SchemaCompiler:
         required = set(s.get("required") or ())
         order = [p for p in (s.get("propertyOrdering") or ()) if p in props]
         order += [p for p in props if p not in order]
-        fields = [(name, self.compile(props[name]), name in required) for name in order]
+        fields = [(name, self.compile_property(name, props[name]), name in required) for name in order]
         addl = s.get("additionalProperties", None)
         extra_gen = self.compile(addl) if isinstance(addl, dict) else None
         min_props = _as_int(s.get("minProperties"), 0) or 0
@@ -339,6 +408,72 @@ class SchemaCompiler:
             return out
 
         return gen_object
+
+    # -- field profiles ------------------------------------------------------------------------
+    def compile_property(self, name: str, s: Any) -> Gen:
+        """The generator of object property ``name``: the profiled one if the profile names it and
+        its schema allows some of the profiled values, the plain one otherwise."""
+        fp = self.profile.get(name) if self.profile is not None else None
+        if fp is not None:
+            try:
+                g = self.compile_profiled(s, fp, 0)
+            except SchemaError:
+                g = None
+            if g is not None:
+                return g
+        return self.compile(s)
+
+    def compile_profiled(self, s: Any, fp: FieldProfile, level: int) -> Gen | None:
+        """A generator drawing from ``fp`` within ``s``, or None where ``fp`` does not apply."""
+        s = self.deref(s)
+        if not isinstance(s, dict) or level > 8:
+            return None
+        s = _with_description_hints(_normalize_keys(s))
+        if "$ref" in s:
+            return self.compile_profiled(self.resolve(s["$ref"]), fp, level + 1)
+        if "const" in s or "allOf" in s:
+            return None
+        if "enum" in s:
+            values = s["enum"]
+            if not isinstance(values, list) or not values or not fp.choices:
+                return None
+            allowed = [(v, w) for v, w in fp.choices if w > 0 and v in values]
+            return _nullable(_weighted(allowed), bool(s.get("nullable")) and None not in values)
+        union = s.get("anyOf") or s.get("oneOf")
+        if isinstance(union, list) and union:
+            null_ok = bool(s.get("nullable"))
+            branches = []
+            for b in union:
+                target = self.deref(b)
+                if isinstance(target, dict) and target.get("type") in ("null", "NULL") and len(target) <= 2:
+                    null_ok = True
+                else:
+                    branches.append(b)
+            if len(branches) != 1:
+                return None
+            return _nullable(self.compile_profiled(branches[0], fp, level + 1), null_ok)
+        names, nullable = self.types_of(s)
+        if names == ["integer"] and fp.weights:
+            lo, hi, lo_open, hi_open = _number_bounds(s)
+            ilo, ihi = _integer_range(lo, hi, lo_open, hi_open)
+            mult = _as_float(s.get("multipleOf"))
+            m = int(mult) if mult and mult >= 1 and float(mult).is_integer() else 1
+            allowed = [
+                (ilo + i, w)
+                for i, w in enumerate(fp.weights)
+                if w > 0 and ilo + i <= ihi and (ilo + i) % m == 0
+            ]
+            return _nullable(_weighted(allowed), nullable)
+        if names == ["string"] and fp.choices and "format" not in s and "pattern" not in s:
+            lo_len = _as_int(s.get("minLength"), 0) or 0
+            hi_len = _as_int(s.get("maxLength"))
+            allowed = [
+                (v, w)
+                for v, w in fp.choices
+                if w > 0 and lo_len <= len(v) and (hi_len is None or len(v) <= hi_len)
+            ]
+            return _nullable(_weighted(allowed), nullable)
+        return None
 
     def compile_array(self, s: dict) -> Gen:
         items = s.get("items", True)
@@ -401,33 +536,10 @@ class SchemaCompiler:
         return lambda rng, d: words(rng, lo, hi)
 
     def compile_number(self, s: dict, integer: bool) -> Gen:
-        lo = _as_float(s.get("minimum"))
-        hi = _as_float(s.get("maximum"))
-        xlo = s.get("exclusiveMinimum")
-        xhi = s.get("exclusiveMaximum")
-        lo_open = hi_open = False
-        if xlo is True:
-            lo_open = True
-        elif _as_float(xlo) is not None and (lo is None or _as_float(xlo) >= lo):
-            lo, lo_open = _as_float(xlo), True
-        if xhi is True:
-            hi_open = True
-        elif _as_float(xhi) is not None and (hi is None or _as_float(xhi) <= hi):
-            hi, hi_open = _as_float(xhi), True
-        if lo is None and hi is None:
-            lo, hi = 0.0, 100.0
-        elif lo is None:
-            lo = 0.0 if hi >= 0 else hi - 100.0
-            if hi == 0 and hi_open:
-                lo = -100.0
-        elif hi is None:
-            hi = lo + 100.0
+        lo, hi, lo_open, hi_open = _number_bounds(s)
         mult = _as_float(s.get("multipleOf"))
         if integer:
-            ilo = int(lo) + 1 if lo_open and float(lo).is_integer() else -int(-lo // 1)
-            ihi = int(hi) - 1 if hi_open and float(hi).is_integer() else int(hi // 1)
-            if ihi < ilo:
-                ihi = ilo
+            ilo, ihi = _integer_range(lo, hi, lo_open, hi_open)
             if mult and mult >= 1 and float(mult).is_integer():
                 m = int(mult)
                 first = -(-ilo // m) * m

@@ -12,7 +12,16 @@ import asyncio
 import signal
 import sys
 
+from factory.testing.profiles import PRESETS, Profile, parse_profile
+
 __all__ = ["main"]
+
+
+def _profile_arg(value: str) -> Profile | None:
+    try:
+        return parse_profile(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,6 +36,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fail-rate", type=float, default=0.0, help="probability of a random 500")
     p.add_argument("--fail-seed", type=int, default=0, help="seed of the --fail-rate coin")
     p.add_argument("--require-key", default=None, help="API key every request must carry")
+    p.add_argument(
+        "--profile",
+        type=_profile_arg,
+        default=None,
+        help=f"field profile of structured answers: a preset ({', '.join(sorted(PRESETS))}) or a JSON "
+        'mapping such as \'{"ambiguity": {"weights": [5, 3, 1]}, "label": {"choices": {"VIOLATED": 0.1, '
+        '"NOT VIOLATED": 0.9}}}\'',
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     return p.parse_args(argv)
 
@@ -43,6 +60,7 @@ async def _serve(args: argparse.Namespace) -> None:
         fail_rate=args.fail_rate,
         fail_seed=args.fail_seed,
         require_key=args.require_key,
+        profile=args.profile,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

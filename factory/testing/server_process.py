@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from factory.testing.profiles import ProfileLike, parse_profile
+
 __all__ = ["FakeServerProcess"]
 
 _JSON = "application/json"
@@ -35,6 +37,14 @@ class FakeServerProcess:
             client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x")
             ...
             assert srv.stats()["faults_applied"] == 1
+
+    ``profile`` is a field profile of the structured answers (``--profile``): a preset name such as
+    ``"labeller"`` (a labeller double: per-turn ``ambiguity`` skewed low, 10% of draws >= 6, and 8%
+    ``"VIOLATED"`` labels), or a mapping ``{property: {"weights": [w_min, w_min+1, ...]}}`` (integer
+    properties) / ``{property: {"choices": {value: weight, ...}}}`` (enum/string properties), or its
+    JSON text; None (default) = uniform answers. It is checked here (ValueError). ``set_profile``
+    changes it at run time (``POST /_fake/profile``) for the requests that follow; ``get_profile()``
+    returns the active one. Same request, same answer still holds with a profile.
     """
 
     def __init__(
@@ -45,6 +55,7 @@ class FakeServerProcess:
         fail_rate: float = 0.0,
         fail_seed: int = 0,
         require_key: str | None = None,
+        profile: ProfileLike | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         uvloop: bool = True,
@@ -62,6 +73,9 @@ class FakeServerProcess:
             self.args += ["--fail-rate", repr(float(fail_rate)), "--fail-seed", str(int(fail_seed))]
         if require_key:
             self.args += ["--require-key", require_key]
+        parsed = parse_profile(profile)
+        if parsed is not None:
+            self.args += ["--profile", parsed.name or orjson.dumps(parsed.spec).decode()]
         if not uvloop:
             self.args.append("--no-uvloop")
         self.startup_timeout = startup_timeout
@@ -178,4 +192,17 @@ class FakeServerProcess:
         return self._call("GET", "/_fake/stats")
 
     def reset(self) -> None:
+        """Clear counters and queued faults (the profile stays)."""
         self._call("POST", "/_fake/reset", {})
+
+    def set_profile(self, profile: ProfileLike | None) -> dict[str, Any]:
+        """Set the field profile (preset name, mapping or None) for the requests from now on; returns
+        ``{"profile": spec or None, "name": preset or None}``. Raises ValueError on a bad profile."""
+        parsed = parse_profile(profile)
+        payload = None if parsed is None else (parsed.name or dict(parsed.spec))
+        info = self._call("POST", "/_fake/profile", {"profile": payload})
+        return {"profile": info["profile"], "name": info["name"]}
+
+    def get_profile(self) -> dict[str, Any]:
+        """``{"profile": spec or None, "name": preset or None}`` of the running server."""
+        return self._call("GET", "/_fake/profile")
