@@ -93,6 +93,11 @@ def _prescan(root: Path) -> list[str]:
     problems: list[str] = []
     if not root.is_dir():
         return [f"{root}: banks folder not found"]
+    for sub in ("user_traits", "agent_traits", "rules", "rules/industry", "rules/misc"):
+        if (root / sub).exists() and not (root / sub).is_dir():
+            problems.append(f"{root / sub}: is a file, expected a folder")
+    if problems:
+        return problems
     files = [root / "user_traits" / f"{n}.txt" for n in USER_TRAITS]
     files += [root / "agent_traits" / f"{n}.txt" for n in AGENT_TRAITS]
     for path in files:
@@ -102,6 +107,9 @@ def _prescan(root: Path) -> list[str]:
     files += sorted(rules_dir.glob("*/*.txt")) if rules_dir.exists() else []
     for path in files:
         if not path.exists():
+            continue
+        if path.is_dir():
+            problems.append(f"{path}: is a folder, expected a bank file")
             continue
         data = path.read_bytes()
         try:

@@ -6,6 +6,15 @@ Layout (see BANKS.md):
   banks/rules/industry/<industry-slug>.txt   one rule per line
   banks/rules/misc/<category-slug>.txt       one rule per line
 Lines starting with '#' and blank lines are ignored. Errors name the file and line.
+
+What a build needs, checked at load time (before any LLM call is paid; `check_bank_sizes`):
+  * every trait bank at least MIN_USER_TRAITS / MIN_AGENT_TRAITS entries: the persona stage draws
+    two distinct hobbies per user and one of every other trait, and a policy draws one industry;
+  * at least one generic rule under rules/misc: a policy takes its non-industry share from them,
+    and a policy of an industry with no rules of its own is made of generic rules only;
+  * a rule file for every industry listed in agent_traits/industries.txt (a missing file is a
+    misspelt slug far more often than an intent). An existing industry file with no rules is
+    accepted: that industry's policies are composed from generic rules alone.
 """
 
 from __future__ import annotations
@@ -48,6 +57,14 @@ MISC_CATEGORIES = (
     "npc-instructions",
     "tool-use",
 )
+
+# The fewest entries a trait bank may have for what a build draws from it.
+MIN_USER_TRAITS = {"professions": 1, "hobbies": 2, "personalities": 1, "locations": 1}
+MIN_AGENT_TRAITS = {"roles": 1, "tones": 1, "locations": 1, "industries": 1}
+_WHY = {
+    ("user_traits", "hobbies"): "each user persona draws 2 distinct hobbies",
+    ("agent_traits", "industries"): "each policy draws an industry",
+}
 
 
 class BankError(ValueError):
@@ -103,6 +120,7 @@ class Rule:
 
 @dataclass
 class Banks:
+    root: Path | None = None  # the folder they were loaded from
     user: dict[str, list[str]] = field(default_factory=dict)
     agent: dict[str, list[str]] = field(default_factory=dict)
     industries: list[str] = field(default_factory=list)  # display names
@@ -123,12 +141,16 @@ class Banks:
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
+    if path.is_dir():
+        raise BankError(f"{path}: is a folder, expected a bank file (one entry per line)")
     if not path.exists():
         raise BankError(f"{path}: file not found")
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BankError(f"{path}: not UTF-8 ({exc})") from exc
+    except OSError as exc:
+        raise BankError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     out = []
     for i, line in enumerate(raw.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -154,8 +176,6 @@ def read_traits(path: Path, errors: list[str]) -> list[str]:
         if key in seen:
             errors.append(f"{path}:{lineno}: duplicate of line {seen[key]}")
         seen[key] = lineno
-    if not items:
-        errors.append(f"{path}: no entries")
     return items
 
 
@@ -173,11 +193,56 @@ def read_rules(path: Path, source: str, group: str, errors: list[str]) -> list[R
     return rules
 
 
+def _need_folder(path: Path, what: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise BankError(f"{path}: is a file, expected the {what} folder (see BANKS.md)")
+
+
+def check_bank_sizes(banks: Banks, root: Path | None = None) -> list[str]:
+    """What a build would fail on mid-way, found before any LLM call: one message per problem,
+    naming the bank file and the minimum (see the module docstring for what is refused)."""
+    root = root or banks.root or banks_dir()
+    problems: list[str] = []
+    for folder, items, minimums in (
+        ("user_traits", banks.user, MIN_USER_TRAITS),
+        ("agent_traits", banks.agent, MIN_AGENT_TRAITS),
+    ):
+        for name, least in minimums.items():
+            have = len(items.get(name, []))
+            if have >= least:
+                continue
+            why = _WHY.get((folder, name), "a build draws from it")
+            got = "no entries" if have == 0 else f"{have} entr{'y' if have == 1 else 'ies'}"
+            problems.append(f"{root / folder / f'{name}.txt'}: {got}, needs at least {least} ({why})")
+    misc_dir = root / "rules" / "misc"
+    if not banks.misc_rules:
+        problems.append(f"{misc_dir}: no generic rule files (policies draw their generic rules from them)")
+    elif not any(banks.misc_rules.values()):
+        problems.append(
+            f"{misc_dir}: every generic rule file is empty; at least one generic rule is needed "
+            f"(policies draw their non-industry rules from them)"
+        )
+    return problems
+
+
 def load_banks(root: Path | None = None, *, strict: bool = True) -> tuple[Banks, list[str]]:
-    """Load every bank. With strict=True any error raises BankError listing all of them."""
+    """Load every bank. With strict=True any error raises BankError listing all of them.
+
+    Unreadable files (missing, a folder, not UTF-8) raise BankError at once, strict or not."""
     root = root or banks_dir()
+    if not root.exists():
+        raise BankError(f"{root}: banks folder not found")
+    _need_folder(root, "banks")
+    for sub, what in (
+        ("user_traits", "user traits"),
+        ("agent_traits", "agent traits"),
+        ("rules", "rules"),
+        ("rules/industry", "industry rules"),
+        ("rules/misc", "generic rules"),
+    ):
+        _need_folder(root / sub, what)
     errors: list[str] = []
-    banks = Banks()
+    banks = Banks(root=root)
     for name in USER_TRAITS:
         banks.user[name] = read_traits(root / "user_traits" / f"{name}.txt", errors)
     for name in AGENT_TRAITS:
@@ -202,8 +267,7 @@ def load_banks(root: Path | None = None, *, strict: bool = True) -> tuple[Banks,
     misc_dir = root / "rules" / "misc"
     for path in sorted(misc_dir.glob("*.txt")) if misc_dir.exists() else []:
         banks.misc_rules[path.stem] = read_rules(path, "misc", path.stem, errors)
-    if not banks.misc_rules:
-        errors.append(f"{misc_dir}: no generic rule files")
+    errors.extend(check_bank_sizes(banks, root))
     # exact duplicates across the whole rule bank
     first: dict[str, Rule] = {}
     for rule in banks.all_rules:
@@ -214,6 +278,8 @@ def load_banks(root: Path | None = None, *, strict: bool = True) -> tuple[Banks,
         else:
             first[norm] = rule
     if strict and errors:
+        if len(errors) == 1:
+            raise BankError(errors[0])
         shown = "\n  ".join(errors[:50])
         more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
         raise BankError(f"{len(errors)} problem(s) in the banks under {root}:\n  {shown}{more}")

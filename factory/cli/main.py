@@ -1,12 +1,20 @@
-"""The `factory` command line."""
+"""The `factory` command line.
+
+Bad input (a malformed bank, recipe, flag or file) ends in one line, `error: <message>` naming the
+file, row or flag, and exit code 2; a build stopped for another reason (`BuildStopped`) exits with
+its own code; anything unexpected is one line `error: internal error: ...` and exit code 1 (set
+FACTORY_DEBUG=1 for the traceback). Warnings from the library (e.g. a skipped journal line) are
+printed as `warning: <message>` lines.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,12 +22,66 @@ from rich.markup import escape
 
 from factory.banks.loader import BankError
 from factory.errors import BuildStopped
+from factory.llm.config import EndpointConfig
 from factory.llm.errors import ConfigError, FatalProviderError
 from factory.paths import outputs_dir
 from factory.recipes import STAGES, load_recipe
 from factory.store.db import StoreError
 
-app = typer.Typer(
+# The errors that are the user's to fix: one line, exit code 2.
+INPUT_ERRORS = (ConfigError, BankError, StoreError, FatalProviderError)
+MAX_SEED = 1 << 63  # seeds are stored as DuckDB BIGINT
+
+
+def _debug() -> bool:
+    return os.environ.get("FACTORY_DEBUG", "") not in ("", "0")
+
+
+class _LevelPrefix(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def _setup_logging() -> None:
+    """Library warnings (the `factory` loggers) as one `warning: ...` line each on stderr."""
+    logger = logging.getLogger("factory")
+    if not any(getattr(h, "_factory_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_LevelPrefix())
+        handler._factory_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if _debug() else logging.WARNING)
+        logger.propagate = False
+
+
+class _FactoryApp(typer.Typer):
+    """The typer app with the last-resort handler: no traceback unless FACTORY_DEBUG is set."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _setup_logging()
+        try:
+            return super().__call__(*args, **kwargs)
+        except INPUT_ERRORS as exc:  # raised outside a guarded call: still the user's to fix
+            if _debug():
+                raise
+            _print_error(str(exc))
+            sys.exit(2)
+        except BuildStopped as exc:
+            if _debug():
+                raise
+            _print_error(str(exc))
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            if _debug():
+                raise
+            detail = " ".join(str(exc).split())
+            _print_error(
+                f"internal error: {type(exc).__name__}: {detail} (set FACTORY_DEBUG=1 for the traceback)"
+            )
+            sys.exit(1)
+
+
+app = _FactoryApp(
     add_completion=False, no_args_is_help=True, help="DynaBench factory: data for dynamic guardian models."
 )
 console = Console(stderr=True)
@@ -34,21 +96,45 @@ def _db(path: Path) -> Path:
     return path
 
 
+def _print_error(message: str) -> None:
+    # soft_wrap: never fold a long message over several lines, whatever the terminal width
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    _print_error(message)
     raise typer.Exit(code)
 
 
 def _run_guarded(fn, *args, **kwargs):  # noqa: ANN001, ANN202
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, BankError, StoreError, FatalProviderError) as exc:
+    except INPUT_ERRORS as exc:
         _fail(str(exc))
+    except BuildStopped as exc:
+        _fail(str(exc), code=exc.exit_code)
+
+
+def _check_seed(seed: int, flag: str = "--seed") -> None:
+    if not 0 <= seed < MAX_SEED:
+        _fail(f"{flag} {seed}: must be between 0 and 2**63 - 1 (seeds are stored as 64-bit integers)")
+
+
+def _check_spec(flag: str, spec: str) -> None:
+    if not spec.strip():
+        _fail(f"{flag}: empty model spec; expected provider:model (e.g. openai:gpt-4o-mini) or auto")
+    if spec == "auto":
+        return
+    try:
+        EndpointConfig.parse(spec)
+    except ConfigError as exc:
+        _fail(f"{flag}: {exc}")
 
 
 def _parse_model_overrides(model: str | None, model_for: list[str]) -> dict[str, str]:
     overrides: dict[str, str] = {}
-    if model:
+    if model is not None:
+        _check_spec(f"--model {model!r}", model)
         overrides["default"] = model
     for item in model_for:
         if "=" not in item:
@@ -56,6 +142,7 @@ def _parse_model_overrides(model: str | None, model_for: list[str]) -> dict[str,
         stage, spec = item.split("=", 1)
         if stage not in STAGES:
             _fail(f"--model-for: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        _check_spec(f"--model-for {item!r}", spec)
         overrides[stage] = spec
     return overrides
 
@@ -77,8 +164,11 @@ def build(
     from factory.runner.build import build as run_build
     from factory.runner.build import resolve_endpoints
 
-    recipe = _run_guarded(load_recipe, pipeline)
+    if not 1 <= n < MAX_SEED:
+        _fail(f"--n {n}: must be at least 1 (and below 2**63)")
+    _check_seed(seed)
     overrides = _parse_model_overrides(model, model_for)
+    recipe = _run_guarded(load_recipe, pipeline)
     endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
     specs = {stage: ep.spec for stage, ep in endpoints.items()}
     console.print(f"pipeline {recipe.name}, seed {seed}, db {_db(db)}")
@@ -87,7 +177,7 @@ def build(
         console.print(f"[bold yellow]WARNING:[/] {NOT_TRAINING_QUALITY}")
     try:
         summary = asyncio.run(run_build(_db(db), recipe, n, seed, overrides, progress=progress))
-    except (ConfigError, BankError, StoreError, FatalProviderError) as exc:
+    except INPUT_ERRORS as exc:
         _fail(str(exc))
     except BuildStopped as exc:
         _fail(str(exc), code=exc.exit_code)
@@ -295,4 +385,4 @@ def main() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

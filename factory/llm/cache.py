@@ -6,12 +6,15 @@ an fsync'd database write per call, every completion is first appended to a jour
 the database (one JSON line, written with a single `os.write` on an O_APPEND descriptor, so it is
 in the kernel's page cache the moment the call returns). The journal is folded into DuckDB in
 batches while running and on open, and then truncated. A torn last line (power loss mid-write) is
-skipped on replay.
+skipped on replay silently; any other line that is not a complete, well-typed entry is skipped with
+a warning naming the journal and the line, and kept in `<journal>.rejected`, never fatal.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,10 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from factory.errors import ConfigError
 from factory.llm.types import RawCompletion, Usage
+
+log = logging.getLogger(__name__)
 
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -59,6 +65,62 @@ _COLUMNS = [
     "created_at",
 ]
 
+_STR_COLUMNS = (
+    "key",
+    "provider",
+    "model",
+    "stage",
+    "prompt_hash",
+    "request_json",
+    "text",
+    "finish_reason",
+    "response_model",
+)
+_INT_COLUMNS = ("input_tokens", "output_tokens")
+_FLOAT_COLUMNS = ("cost_usd", "latency_s", "created_at")
+_INT64 = 1 << 63
+_WARN_LINES = 5  # journal lines warned about one by one; the rest are counted
+
+
+def check_journal_path(path: Path) -> None:
+    """Raise ConfigError (naming the path) unless `path` is absent or a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: the request journal cannot be used: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise ConfigError(
+            f"{path}: the request journal must be a file, but this is a folder; move it away "
+            f"(the factory never deletes it)"
+        )
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path}: the request journal must be a regular file")
+
+
+def journal_row_problem(row: Any) -> str | None:
+    """Why a decoded journal line is not a usable cache entry, or None when it is."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    missing = [c for c in _COLUMNS if c not in row]
+    if missing:
+        return "missing " + ", ".join(missing)
+    for col in _STR_COLUMNS:
+        if not isinstance(row[col], str):
+            return f"{col} is {type(row[col]).__name__}, expected a string"
+    if not row["key"]:
+        return "empty key"
+    for col in _INT_COLUMNS:
+        value = row[col]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64:
+            return f"{col} is {value!r}, expected a non-negative integer"
+    for col in _FLOAT_COLUMNS:
+        value = row[col]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return f"{col} is {value!r}, expected a number"
+    return None
+
 
 class RequestCache:
     """DuckDB-backed cache with a crash-safe journal. One instance per process and database."""
@@ -74,13 +136,20 @@ class RequestCache:
         self.lock = lock or threading.RLock()
         self.journal_path = journal_path
         self.flush_every = flush_every
+        self.rejected = 0  # journal lines skipped on replay (not counting a torn last line)
+        check_journal_path(journal_path)
         with self.lock:
             self.con.execute(CACHE_DDL).fetchall()
         self._replay_journal()
         with self.lock:
             self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
         self._pending: dict[str, dict[str, Any]] = {}
-        self._fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"{journal_path}: cannot open the request journal for writing: {exc.strerror or exc}"
+            ) from exc
         self._flushed = False
         self.hits = 0
         self.misses = 0
@@ -193,17 +262,57 @@ class RequestCache:
                 self.con.unregister("_calls_batch")
 
     def _replay_journal(self) -> None:
-        if not self.journal_path.exists():
-            return
+        """Fold the journal into llm_calls. Lines that are not a complete entry are skipped with a
+        warning naming the file and line, and appended to `<journal>.rejected`; every other line
+        is replayed. A torn last line (no newline: the write a crash cut short) is dropped quietly."""
+        path = self.journal_path
         rows: dict[str, dict[str, Any]] = {}
-        with open(self.journal_path, "rb") as fh:
-            for line in fh:
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue  # torn write at the tail
-                if isinstance(row, dict) and set(_COLUMNS) <= row.keys():
-                    rows[row["key"]] = row
+        rejected: list[bytes] = []
+        try:
+            with open(path, "rb") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        if not line.endswith(b"\n"):
+                            continue  # torn write at the tail
+                        problem: str | None = "not valid JSON"
+                    else:
+                        problem = journal_row_problem(row)
+                    if problem is not None:
+                        rejected.append(line.rstrip(b"\n"))
+                        if len(rejected) <= _WARN_LINES:
+                            log.warning("%s:%d: skipped a journal entry (%s)", path, lineno, problem)
+                        continue
+                    rows[row["key"]] = {c: row[c] for c in _COLUMNS}
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the request journal: {exc.strerror or exc}") from exc
+        if rejected:
+            self.rejected = len(rejected)
+            self._keep_rejected(rejected, len(rows))
         if rows:
             self._insert(list(rows.values()))
-        os.truncate(self.journal_path, 0)
+        os.truncate(path, 0)
+
+    def _keep_rejected(self, rejected: list[bytes], replayed: int) -> None:
+        path = self.journal_path
+        kept = path.with_name(path.name + ".rejected")
+        try:
+            with open(kept, "ab") as fh:
+                fh.write(b"\n".join(rejected) + b"\n")
+            where = f"kept in {kept}"
+        except OSError as exc:
+            where = f"not kept ({kept}: {exc.strerror or exc})"
+        unshown = len(rejected) - _WARN_LINES
+        log.warning(
+            "%s: %d unusable line(s) skipped%s, %s; the other %d entries were replayed",
+            path,
+            len(rejected),
+            f" ({unshown} not shown)" if unshown > 0 else "",
+            where,
+            replayed,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from factory.errors import ConfigError
 
@@ -62,7 +62,17 @@ class EndpointConfig(BaseModel):
             raise ConfigError(
                 f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, google or local"
             )
-        return cls(provider=provider, model=model, **overrides)  # type: ignore[arg-type]
+        if not model.strip():
+            raise ConfigError(
+                f"model spec {spec!r} names no model after {provider + ':'!r}, e.g. '{provider}:<model-name>'"
+            )
+        try:
+            return cls(provider=provider, model=model, **overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"model spec {spec!r}: {problems}") from exc
 
     @property
     def spec(self) -> str:

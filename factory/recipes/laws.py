@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 import random
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The largest policy and the longest dialogue a recipe may ask for. The paper's train split tops
+# out near 100 rules and 27 turns; past these bounds prompts outgrow the context windows of the
+# models the factory targets, and a slot would burn calls that cannot succeed.
+MAX_RULES = 200
+MAX_TURNS = 50
 
 
 class SizeLaw(BaseModel):
@@ -16,10 +22,28 @@ class SizeLaw(BaseModel):
     policy median 4, mean 6.4, max ~100; turns median 2, mean 2.8, max 27.
     """
 
-    mu: float
-    sigma: float = Field(gt=0)
-    max: int = Field(ge=1)
-    min: int = Field(default=1, ge=1)
+    model_config = ConfigDict(extra="forbid")
+
+    mu: float = Field(
+        ge=-5,
+        le=10,
+        allow_inf_nan=False,
+        description="log-scale location, in [-5, 10] (the median of n is about 1 + e^mu)",
+    )
+    sigma: float = Field(
+        gt=0, le=5, allow_inf_nan=False, description="log-scale spread, in (0, 5]; larger is heavier-tailed"
+    )
+    max: int = Field(
+        ge=1,
+        description=f"largest n, >= min (at most {MAX_RULES} rules per policy, {MAX_TURNS} turns per dialogue)",
+    )
+    min: int = Field(default=1, ge=1, description="smallest n, >= 1 and <= max")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> SizeLaw:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
 
     def sample(self, rng: random.Random) -> int:
         for _ in range(1000):

@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import TypedDict
 
 from factory.errors import ConfigError
 from factory.llm.config import EndpointConfig
 from factory.paths import pipelines_dir
-from factory.recipes.laws import RULES_LAW, TURNS_LAW, SizeLaw
+from factory.recipes.laws import MAX_RULES, MAX_TURNS, RULES_LAW, TURNS_LAW, SizeLaw
 from factory.recipes.names import DYNAMICS, STAGES, Stage
 
 # A build waits this long for a provider that stopped answering before it stops (and can resume).
 DEFAULT_OUTAGE_PATIENCE_S = 300.0
+
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Usd = Annotated[float, Field(ge=0, allow_inf_nan=False, description="USD per 1M tokens")]
+
+
+class PriceEntry(TypedDict):
+    """One model's price in a recipe's `pricing:` (the format of factory.llm.pricing.Price)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    input: Usd
+    output: Usd
+
+
+def _check_law_max(law: SizeLaw, limit: int, what: str) -> SizeLaw:
+    if law.max > limit:
+        raise ValueError(f"max {law.max} is above {limit}, the most {what} the factory allows")
+    return law
+
+
+def _check_spec(spec: str) -> None:
+    if spec == "auto":
+        return
+    try:
+        EndpointConfig.parse(spec)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 class _Strict(BaseModel):
@@ -45,26 +73,50 @@ class EndpointLimits(_Strict):
 
 
 class PolicyConfig(_Strict):
-    rules_law: SizeLaw = RULES_LAW
-    industry_share: tuple[float, float] = (0.3, 0.7)
+    rules_law: SizeLaw = Field(default=RULES_LAW, description=f"rules per policy; max at most {MAX_RULES}")
+    industry_share: tuple[Share, Share] = Field(
+        default=(0.3, 0.7),
+        description="[low, high] share of a policy's rules taken from its industry, each in [0, 1]",
+    )
     max_categories: int = Field(default=4, ge=1)
+
+    @field_validator("rules_law")
+    @classmethod
+    def _rules_max(cls, law: SizeLaw) -> SizeLaw:
+        return _check_law_max(law, MAX_RULES, "rules per policy")
+
+    @field_validator("industry_share")
+    @classmethod
+    def _share_order(cls, share: tuple[float, float]) -> tuple[float, float]:
+        if share[0] > share[1]:
+            raise ValueError(f"low {share[0]:g} is above high {share[1]:g}")
+        return share
 
 
 class DialogueConfig(_Strict):
-    turns_law: SizeLaw = TURNS_LAW
-    dynamics: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(DYNAMICS, 0.25))
+    turns_law: SizeLaw = Field(default=TURNS_LAW, description=f"turns per dialogue; max at most {MAX_TURNS}")
+    dynamics: dict[str, Weight] = Field(
+        default_factory=lambda: dict.fromkeys(DYNAMICS, 0.25),
+        description="relative weight of each dynamic, each >= 0, summing to more than 0",
+    )
     near_miss_rate: float = Field(default=0.25, ge=0, le=1)
     max_target_rules: int = Field(default=2, ge=1)
     temperature: float = Field(default=0.9, ge=0, le=2)
 
-    @model_validator(mode="after")
-    def _check(self) -> DialogueConfig:
-        unknown = set(self.dynamics) - set(DYNAMICS)
+    @field_validator("turns_law")
+    @classmethod
+    def _turns_max(cls, law: SizeLaw) -> SizeLaw:
+        return _check_law_max(law, MAX_TURNS, "turns per dialogue")
+
+    @field_validator("dynamics")
+    @classmethod
+    def _check_dynamics(cls, dynamics: dict[str, float]) -> dict[str, float]:
+        unknown = set(dynamics) - set(DYNAMICS)
         if unknown:
             raise ValueError(f"unknown dynamics {sorted(unknown)}; allowed: {list(DYNAMICS)}")
-        if sum(self.dynamics.values()) <= 0:
+        if sum(dynamics.values()) <= 0:
             raise ValueError("dynamics weights must sum to a positive number")
-        return self
+        return dynamics
 
 
 class LabelConfig(_Strict):
@@ -118,14 +170,30 @@ class Recipe(_Strict):
     paraphrase_temperature: float = Field(default=0.8, ge=0, le=2)
     persona_temperature: float = Field(default=1.0, ge=0, le=2)
     oversample_cap: float = Field(default=3.0, ge=1.0, description="give up after n * cap slots")
-    pricing: dict[str, dict[str, float]] = Field(default_factory=dict)
+    pricing: dict[str, PriceEntry] = Field(
+        default_factory=dict,
+        description="extra prices, model: {input: USD per 1M tokens, output: USD per 1M tokens}, each >= 0",
+    )
 
-    @model_validator(mode="after")
-    def _check_models(self) -> Recipe:
-        unknown = set(self.models) - set(STAGES) - {"default"}
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, models: dict[str, str]) -> dict[str, str]:
+        unknown = set(models) - set(STAGES) - {"default"}
         if unknown:
-            raise ValueError(f"unknown stage(s) in models: {sorted(unknown)}; stages: {list(STAGES)}")
-        return self
+            raise ValueError(f"unknown stage(s): {sorted(unknown)}; stages: {list(STAGES)}")
+        for stage, spec in models.items():
+            try:
+                _check_spec(spec)
+            except ValueError as exc:
+                raise ValueError(f"{stage}: {exc}") from None
+        return models
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoint_specs(cls, endpoints: dict[str, EndpointLimits]) -> dict[str, EndpointLimits]:
+        for spec in endpoints:
+            _check_spec(spec)
+        return endpoints
 
     def model_spec(self, stage: str, overrides: dict[str, str] | None = None) -> str:
         """The spec chosen for a stage: --model-for, then the recipe's stage entry, then (for the trace
@@ -153,7 +221,17 @@ class Recipe(_Strict):
         return cfg.model_copy(update=limits)
 
 
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _message(error: dict) -> str:
+    msg = error["msg"]
+    return msg.removeprefix("Value error, ")
+
+
 def load_recipe(name_or_path: str | None) -> Recipe:
+    """Load and validate a recipe; every problem is one line naming the file and the key."""
     name_or_path = name_or_path or "dynabench"
     path = Path(name_or_path)
     if not path.suffix:
@@ -161,12 +239,20 @@ def load_recipe(name_or_path: str | None) -> Recipe:
     if not path.exists():
         available = ", ".join(sorted(p.stem for p in pipelines_dir().glob("*.yaml")))
         raise ConfigError(f"pipeline {name_or_path!r} not found ({path}); available: {available}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a recipe YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path}: invalid pipeline recipe:\n" + "\n".join(lines)) from exc
+        lines = [f"{path}: {_where(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from exc

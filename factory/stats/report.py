@@ -1,41 +1,70 @@
-"""`factory status` and `factory stats`: SQL over the store, polars for the numbers, PNG plots."""
+"""`factory status` and `factory stats`: SQL over the store, polars for the numbers, PNG plots.
+
+Both read the finished file only. While a build holds the database (DuckDB admits no reader next
+to a writer), `status` answers with the build's heartbeat line and `stats` refuses in one line;
+a file that is not a readable factory database is a one-line StoreError naming it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import polars as pl
 
+from factory.errors import ConfigError
+from factory.store.db import StoreError, StoreLockedError, open_error, open_readonly
+from factory.store.live_status import describe_live_status
+
 PAPER_TRAIN = {"policy_size": (1, 103, 4, 6.4), "turns": (1, 27, 2, 2.8)}  # min, max, median, mean
+STATUS_TABLES = ("runs", "samples", "slot_status", "llm_calls", "llm_failures")
+STATS_TABLES = ("samples", "filter_log", "rule_labels", "llm_calls", "policies", "dialogues", "slot_status")
+
+T = TypeVar("T")
 
 
-def _open(db: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(db), read_only=True)
+def _read(db: Path, need: Iterable[str], body: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """Run `body` on a read-only connection; DuckDB errors become one-line StoreErrors."""
+    con = open_readonly(db, need)
+    try:
+        return body(con)
+    except duckdb.Error as exc:
+        raise open_error(db, exc) from exc
+    finally:
+        con.close()
 
 
 def _table(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
     return con.sql(sql).pl()
 
 
+def _status_rows(con: duckdb.DuckDBPyConnection) -> tuple:
+    runs = con.execute(
+        "SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1"
+    ).fetchall()
+    acc = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+    drops = con.execute(
+        "SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    calls = con.execute(
+        "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
+        "coalesce(sum(cost_usd),0) FROM llm_calls"
+    ).fetchall()[0]
+    fails = con.execute("SELECT count(*) FROM llm_failures").fetchall()[0][0]
+    return (runs[0] if runs else None), acc, drops, calls, fails
+
+
 def status_text(db: Path) -> str:
-    con = _open(db)
+    """Where the build stands. While a build holds the file: its heartbeat, in one line."""
     try:
-        runs = con.execute(
-            "SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1"
-        ).fetchall()
-        run = runs[0] if runs else None
-        acc = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
-        drops = con.execute(
-            "SELECT reason, count(*) FROM slot_status WHERE status='dropped' GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
-        calls = con.execute(
-            "SELECT count(*), coalesce(sum(input_tokens),0), coalesce(sum(output_tokens),0), "
-            "coalesce(sum(cost_usd),0) FROM llm_calls"
-        ).fetchall()[0]
-        fails = con.execute("SELECT count(*) FROM llm_failures").fetchall()[0][0]
-    finally:
-        con.close()
+        run, acc, drops, calls, fails = _read(db, STATUS_TABLES, _status_rows)
+    except StoreLockedError:
+        live = describe_live_status(db)
+        if live is None:
+            raise
+        return live
     lines = []
     if run:
         lines.append(f"pipeline {run[0]}, seed {run[1]}, target {run[2]} samples, last run {run[3]}")
@@ -52,40 +81,53 @@ def _describe(series: pl.Series) -> tuple[int, int, float, float]:
     return int(series.min()), int(series.max()), float(series.median()), float(series.mean())
 
 
+def _stats_frames(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, ...]:
+    samples = _table(
+        con,
+        "SELECT num_rules, num_turns, label, dynamic, near_miss, agrees_with_intent, "
+        "max_ambiguity, trace_mode, industry FROM samples",
+    )
+    filters = _table(
+        con, "SELECT stage, reason, dropped, count(*) AS n FROM filter_log GROUP BY ALL ORDER BY n DESC"
+    )
+    amb = _table(con, "SELECT ambiguity FROM rule_labels")
+    # before filtering: what every committed slot drew (policy size) and was written with (turns)
+    drawn = _table(
+        con,
+        "SELECT p.target_size AS num_rules FROM policies p JOIN slot_status USING (slot) "
+        "WHERE p.target_size IS NOT NULL",
+    )
+    written = _table(con, "SELECT d.num_turns FROM dialogues d JOIN slot_status USING (slot)")
+    cost = _table(
+        con,
+        "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
+        "sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd FROM llm_calls GROUP BY ALL ORDER BY stage",
+    )
+    return samples, filters, amb, cost, drawn, written
+
+
 def stats_report(db: Path, out: Path) -> str:
     """Text report; histograms as PNG files under `out`."""
-    con = _open(db)
     try:
-        samples = _table(
-            con,
-            "SELECT num_rules, num_turns, label, dynamic, near_miss, agrees_with_intent, "
-            "max_ambiguity, trace_mode, industry FROM samples",
-        )
-        filters = _table(
-            con, "SELECT stage, reason, dropped, count(*) AS n FROM filter_log GROUP BY ALL ORDER BY n DESC"
-        )
-        amb = _table(con, "SELECT ambiguity FROM rule_labels")
-        # before filtering: what every committed slot drew (policy size) and was written with (turns)
-        drawn = _table(
-            con,
-            "SELECT p.target_size AS num_rules FROM policies p JOIN slot_status USING (slot) "
-            "WHERE p.target_size IS NOT NULL",
-        )
-        written = _table(con, "SELECT d.num_turns FROM dialogues d JOIN slot_status USING (slot)")
-        cost = _table(
-            con,
-            "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
-            "sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd FROM llm_calls GROUP BY ALL ORDER BY stage",
-        )
-    finally:
-        con.close()
+        samples, filters, amb, cost, drawn, written = _read(db, STATS_TABLES, _stats_frames)
+    except StoreLockedError as exc:
+        live = describe_live_status(db)
+        if live is None:
+            raise
+        raise StoreError(
+            f"{live}; `factory stats` needs the finished file: run it when the build is done "
+            f"(`factory status` shows its progress meanwhile)"
+        ) from exc
     lines = [f"samples: {samples.height}"]
     if samples.height:
         lines.append("")
         lines.append(
             f"{'':20}{'min':>6}{'max':>6}{'median':>8}{'mean':>8}   paper train (min/max/median/mean)"
         )
-        rows = [("policy size", samples["num_rules"], "policy_size"), ("turns", samples["num_turns"], "turns")]
+        rows = [
+            ("policy size", samples["num_rules"], "policy_size"),
+            ("turns", samples["num_turns"], "turns"),
+        ]
         if drawn.height:
             rows.insert(0, ("policy size, drawn", drawn["num_rules"], "policy_size"))
         if written.height:
@@ -147,7 +189,10 @@ def stats_report(db: Path, out: Path) -> str:
         )
     if cost.height:
         lines.append(f"  total ${cost['cost_usd'].sum():.4f}")
-    _plots(samples, amb, out)
+    try:
+        _plots(samples, amb, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write the plots there: {exc.strerror or exc}") from exc
     return "\n".join(lines)
 
 

@@ -3,50 +3,272 @@
 Row writes are buffered per table and flushed in batches (DuckDB is fast at bulk inserts and slow
 at many tiny ones). Losing a buffer to a crash loses no money: every LLM answer is already in the
 request-cache journal, so a rerun rebuilds the missing rows from the cache without a network call.
+
+Every way of opening the file goes through `connect`, which turns DuckDB's errors into one-line
+`StoreError`s naming the file: locked by another process (`StoreLockedError`, with the pid when
+DuckDB names it), not a readable DuckDB database or write-ahead log (`StoreCorruptError`), or a
+database that holds no factory tables. Nothing here deletes or rewrites a file it cannot read
+(the one exception: a 0-byte file, which holds nothing and which DuckDB refuses to open, is
+replaced by a new database when a build opens it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from factory.llm.cache import RequestCache
+from factory.llm.cache import CACHE_DDL, RequestCache, check_journal_path
+from factory.store.live_status import describe_live_status
 from factory.store.tables import MIGRATIONS, TABLES
+
+log = logging.getLogger(__name__)
+
+# Every table a build creates (TABLES plus the request cache's ledger).
+FACTORY_TABLES: tuple[str, ...] = (*TABLES, "llm_calls")
 
 
 class StoreError(RuntimeError):
-    pass
+    """The store cannot be opened, read or written; the message names the file (one line)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database (DuckDB allows one writer and no reader beside it)."""
+
+    def __init__(self, message: str, *, path: Path, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        super().__init__(message)
+
+
+class StoreCorruptError(StoreError):
+    """The file (or its write-ahead log) is not a readable DuckDB database."""
+
+
+class StoreNotBuiltError(StoreError):
+    """A readable DuckDB file without (all of) the factory's tables."""
+
+
+def wal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _detail(exc: BaseException) -> str:
+    """DuckDB's message on one line, without its 'IO Error: ' style prefix."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"^(?:[A-Z][A-Za-z]* )?Error: ", "", text)
+
+
+def _pid_of(exc: BaseException) -> int | None:
+    match = re.search(r"\(PID (\d+)\)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def locked_error(path: Path, pid: int | None) -> StoreLockedError:
+    live = describe_live_status(path)
+    holder = f"another process (pid {pid})" if pid is not None else "another process"
+    message = f"{path} is in use by {holder}"
+    if live:
+        message += f": {live}"
+    else:
+        message += "; wait for it to finish (or stop it), or use another --db"
+    return StoreLockedError(message, path=path, pid=pid)
+
+
+def open_error(path: Path, exc: BaseException) -> StoreError:
+    """The StoreError for a DuckDB error raised while opening or reading `path`."""
+    text = str(exc)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        return locked_error(path, _pid_of(exc))
+    if "WAL" in text or ".wal" in text:
+        return StoreCorruptError(
+            f"{wal_path(path)}: the write-ahead log of {path} is not readable ({_detail(exc)}); restore "
+            f"both files from a backup or use another --db (nothing was changed)"
+        )
+    corrupt = (
+        "not a valid DuckDB database",
+        "Could not read enough bytes",
+        "Corrupt",
+        "corrupt",
+        "checksum",
+        "Serialization",
+        "INTERNAL",
+        "database file with version",
+    )
+    if isinstance(exc, duckdb.SerializationException | duckdb.InternalException) or any(
+        k in text for k in corrupt
+    ):
+        return StoreCorruptError(
+            f"{path} is not a readable DuckDB database ({_detail(exc)}); restore it from a backup or "
+            f"use another --db (nothing was changed)"
+        )
+    return StoreError(f"cannot open {path}: {_detail(exc)}")
+
+
+def connect(
+    path: Path, *, read_only: bool, config: dict[str, Any] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect with errors as one-line StoreErrors naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a DuckDB file; pass a file to --db")
+    if read_only and not path.exists():
+        raise StoreError(f"{path} does not exist; run `factory build` first")
+    if path.is_file() and path.stat().st_size == 0 and not wal_path(path).exists():
+        # What a build killed as it created the file leaves; DuckDB refuses to open it at all.
+        if read_only:
+            raise StoreNotBuiltError(
+                f"{path} is empty (0 bytes): no build has written to it yet; run "
+                f"`factory build --db {path}` to start one"
+            )
+        path.unlink()  # nothing in it to lose: let DuckDB create the database afresh
+    try:
+        con = duckdb.connect(str(path), read_only=read_only, config=config or {})
+    except duckdb.Error as exc:
+        raise open_error(path, exc) from exc
+    try:
+        _check_length(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+_HEADERS = 3 * 4096  # DuckDB's file header and its two database headers
+
+
+def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A file cut short (a partial copy, a truncation) opens fine and fails on the first read of a
+    missing block; its header still counts every block, so compare that with the file's length."""
+    try:
+        rows = con.execute(
+            "SELECT block_size, total_blocks FROM pragma_database_size() "
+            "WHERE database_name = current_database()"
+        ).fetchall()
+        size = path.stat().st_size
+    except (duckdb.Error, OSError):
+        return
+    if not rows or rows[0][0] is None or rows[0][1] is None:
+        return
+    expected = _HEADERS + int(rows[0][0]) * int(rows[0][1])
+    if size < expected:
+        raise StoreCorruptError(
+            f"{path} is not a readable DuckDB database (it is {size} bytes but its header describes "
+            f"{expected}: the file was cut short); restore it from a backup or use another --db "
+            f"(nothing was changed)"
+        )
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()
+    return {r[0] for r in rows}
+
+
+def check_tables(con: duckdb.DuckDBPyConnection, path: Path, need: Iterable[str] = FACTORY_TABLES) -> None:
+    """Raise StoreNotBuiltError unless the database holds every table in `need`."""
+    try:
+        have = table_names(con)
+    except duckdb.Error as exc:
+        raise open_error(path, exc) from exc
+    missing = [t for t in need if t not in have]
+    if not missing:
+        return
+    if not have & set(FACTORY_TABLES):
+        others = sorted(have)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise StoreNotBuiltError(
+                f"{path} is a DuckDB database without factory tables (it holds {shown}); is --db the "
+                f"right file?"
+            )
+        raise StoreNotBuiltError(
+            f"{path} holds no factory tables: no build has written to it yet (was one stopped before it "
+            f"created them?); run `factory build --db {path}` to start one"
+        )
+    raise StoreNotBuiltError(
+        f"{path} lacks the factory table(s) {', '.join(missing)} (a build stopped while creating "
+        f"them?); rerun `factory build` with this --db to complete it"
+    )
+
+
+def open_readonly(path: Path, need: Iterable[str] = FACTORY_TABLES) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to a factory database, checked to hold the tables in `need`.
+
+    Raises StoreLockedError while a build holds the file (factory.store.live_status then
+    describes the build), StoreCorruptError for a file DuckDB cannot read, StoreNotBuiltError
+    for a database without the factory tables."""
+    con = connect(path, read_only=True)
+    try:
+        check_tables(con, Path(path), need)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 class Store:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            # Before the database is touched: a journal that cannot be used stops the build here,
+            # not after its first rows are written.
+            check_journal_path(self.journal_path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder {self.path.parent} for {self.path}: {exc.strerror or exc}"
+                ) from exc
         # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
         # appends, reads are point lookups), so cap it to keep a 40k-sample build's memory flat.
         config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "512MB")}
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
-        except duckdb.IOException as exc:
-            raise StoreError(
-                f"cannot open {self.path}: {exc} (is another factory process using it?)"
-            ) from exc
+        if not read_only and self.path.exists() and self.path.stat().st_size > 0:
+            # Look before writing: a read-only open changes nothing on disk, so a damaged file or
+            # write-ahead log is refused before DuckDB could replay, checkpoint or extend it.
+            connect(self.path, read_only=True, config=config).close()
+        self.con = connect(self.path, read_only=read_only, config=config)
         self.lock = threading.RLock()
-        self.read_only = read_only
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema] = {}
         self._last_flush = time.monotonic()
-        if not read_only:
-            for ddl in (*TABLES.values(), *MIGRATIONS):
-                self.con.execute(ddl).fetchall()
         self._cache: RequestCache | None = None
+        if not read_only:
+            try:
+                self._create_tables()
+            except BaseException:
+                self.con.close()
+                raise
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path.with_suffix(self.path.suffix + ".journal")
+
+    def _create_tables(self) -> None:
+        try:
+            have = table_names(self.con)
+        except duckdb.Error as exc:
+            raise open_error(self.path, exc) from exc
+        if have and not have & set(FACTORY_TABLES):
+            shown = ", ".join(sorted(have)[:5]) + (", ..." if len(have) > 5 else "")
+            raise StoreNotBuiltError(
+                f"{self.path} is a DuckDB database of something else (it holds {shown}); the factory "
+                f"will not add its tables to it: use another --db"
+            )
+        try:
+            for ddl in (*TABLES.values(), CACHE_DDL, *MIGRATIONS):
+                self.con.execute(ddl).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot create the factory tables in {self.path}: {_detail(exc)}") from exc
 
     @property
     def cache(self) -> RequestCache:
@@ -54,7 +276,7 @@ class Store:
             # The store decides when to flush (one transaction for cache and tables together).
             self._cache = RequestCache(
                 self.con,
-                self.path.with_suffix(self.path.suffix + ".journal"),
+                self.journal_path,
                 lock=self.lock,
                 flush_every=1 << 30,
             )
@@ -76,34 +298,50 @@ class Store:
 
     def flush(self) -> None:
         """Write every buffered row (and the cache's pending entries) in one transaction:
-        one commit per flush instead of one per table keeps DuckDB's WAL syncs rare."""
+        one commit per flush instead of one per table keeps DuckDB's WAL syncs rare.
+
+        A write DuckDB refuses (disk full, the file gone read-only) rolls the transaction back
+        and raises StoreError; the buffers and the journal keep everything for a rerun."""
         with self.lock:
-            self.con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                if self._cache is not None:
-                    self._cache.flush(commit=False)
-                for table, rows in self._buffers.items():
-                    if not rows:
-                        continue
-                    cols = self.columns(table)
-                    arrow = pa.Table.from_pylist(
-                        [{c: r.get(c) for c in cols} for r in rows], schema=self._arrow_schema(table)
-                    )
-                    self.con.register("_batch", arrow)
-                    try:
-                        verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
-                        self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch").fetchall()
-                    finally:
-                        self.con.unregister("_batch")
-                self.con.execute("COMMIT").fetchall()
-            except BaseException:
-                self.con.execute("ROLLBACK").fetchall()
-                raise
+                self._write_batch()
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"cannot write to {self.path}: {_detail(exc)}; the LLM answers are kept in "
+                    f"{self.journal_path}, so the same command, rerun once this is fixed, pays for "
+                    f"nothing twice"
+                ) from exc
             for rows in self._buffers.values():
                 rows.clear()
             if self._cache is not None:
                 self._cache.after_commit()
         self._last_flush = time.monotonic()
+
+    def _write_batch(self) -> None:
+        self.con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            if self._cache is not None:
+                self._cache.flush(commit=False)
+            for table, rows in self._buffers.items():
+                if not rows:
+                    continue
+                cols = self.columns(table)
+                arrow = pa.Table.from_pylist(
+                    [{c: r.get(c) for c in cols} for r in rows], schema=self._arrow_schema(table)
+                )
+                self.con.register("_batch", arrow)
+                try:
+                    verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
+                    self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch").fetchall()
+                finally:
+                    self.con.unregister("_batch")
+            self.con.execute("COMMIT").fetchall()
+        except BaseException:
+            try:
+                self.con.execute("ROLLBACK").fetchall()
+            except duckdb.Error:
+                pass  # an invalidated database (e.g. a failed write) has nothing to roll back
+            raise
 
     def _has_pk(self, table: str) -> bool:
         return "PRIMARY KEY" in TABLES[table]
@@ -119,9 +357,28 @@ class Store:
             return self.con.execute(sql, params or []).fetchall()
 
     def close(self) -> None:
-        if not self.read_only:
-            self.flush()
-            if self._cache is not None:
-                self._cache.close()
+        """Flush, fold the journal in, checkpoint, close.
+
+        A failed final CHECKPOINT (disk full, typically) is not an error: everything is committed
+        by then and kept in the write-ahead log, which DuckDB folds in on the next open."""
+        if self.read_only:
+            self.con.close()
+            return
+        self.flush()
+        if self._cache is not None:
+            self._cache.close()
+        try:
             self.con.execute("CHECKPOINT").fetchall()
-        self.con.close()
+        except duckdb.Error as exc:
+            log.warning(
+                "%s: the final checkpoint failed (%s); no data is lost: it is committed in %s, which "
+                "the next open folds in (free some disk space first)",
+                self.path,
+                _detail(exc),
+                wal_path(self.path),
+            )
+        finally:
+            try:
+                self.con.close()
+            except duckdb.Error:
+                pass
