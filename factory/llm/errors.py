@@ -59,7 +59,7 @@ class RetryableProviderError(LLMError):
             return "rate_limit"
         if self.status is not None:
             return "server"
-        return "timeout" if "timed out" in str(self) else "connection"
+        return "connection" if "connection failed" in str(self) else "timeout"
 
     def kind_text(self) -> str:
         return {

@@ -49,6 +49,20 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+def refused(exc: BaseException) -> bool:
+    """True when the cause chain holds a refused connection (nothing listens at the address).
+
+    Some transports (httpx over aiohttp) report a refused connection as a connect *timeout*; the
+    circuit breaker needs to tell the two apart (nothing listening fails fast)."""
+    seen = 0
+    x: BaseException | None = exc
+    while x is not None and seen < 10:
+        if isinstance(x, ConnectionRefusedError):
+            return True
+        x, seen = x.__cause__ or x.__context__, seen + 1
+    return False
+
+
 def error_detail(exc: Any) -> str:
     """The provider's own error message from an SDK status error (openai and anthropic alike)."""
     body = getattr(exc, "body", None)
@@ -107,9 +121,14 @@ class Provider(abc.ABC):
         model = self.config.model
         if isinstance(exc, sdk.APIStatusError):
             return status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers)
-        if isinstance(exc, sdk.APITimeoutError):  # a subclass of APIConnectionError: test it first
+        if isinstance(exc, sdk.APITimeoutError) and not refused(exc):  # a subclass of APIConnectionError
             return RetryableProviderError(
                 f"timed out after {self.config.timeout_s}s", provider=self.name, model=model
+            )
+        if refused(exc):
+            where = self.config.resolved_base_url() or "the provider's default address"
+            return RetryableProviderError(
+                f"connection failed: connection refused at {where}", provider=self.name, model=model
             )
         return RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model)
 
