@@ -7,6 +7,10 @@ the database (one JSON line, written with a single `os.write` on an O_APPEND des
 in the kernel's page cache the moment the call returns). The journal is folded into DuckDB in
 batches while running and on open, and then truncated. A torn last line (power loss mid-write) is
 skipped on replay.
+
+`reasoning` holds the model's own reasoning when the provider returned it (empty otherwise). It was
+added after the first files were written: opening an older file adds the column (NULL, read back as
+""), and journal lines written without the key replay with an empty reasoning.
 """
 
 from __future__ import annotations
@@ -38,9 +42,14 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     cost_usd DOUBLE,
     latency_s DOUBLE,
     response_model VARCHAR,
-    created_at DOUBLE
+    created_at DOUBLE,
+    reasoning VARCHAR
 )
 """
+
+# Columns added after the first release, for files created before them (CREATE TABLE IF NOT EXISTS
+# leaves an existing table as it is).
+CACHE_MIGRATIONS = ("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS reasoning VARCHAR",)
 
 _COLUMNS = [
     "key",
@@ -57,6 +66,7 @@ _COLUMNS = [
     "latency_s",
     "response_model",
     "created_at",
+    "reasoning",
 ]
 
 
@@ -76,6 +86,8 @@ class RequestCache:
         self.flush_every = flush_every
         with self.lock:
             self.con.execute(CACHE_DDL).fetchall()
+            for statement in CACHE_MIGRATIONS:
+                self.con.execute(statement).fetchall()
         self._replay_journal()
         with self.lock:
             self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
@@ -102,7 +114,7 @@ class RequestCache:
             with self.lock:
                 # fetchall, never fetchone: DuckDB refuses register() while a result is unfinished
                 rows = self.con.execute(
-                    "SELECT text, finish_reason, input_tokens, output_tokens, response_model "
+                    "SELECT text, finish_reason, input_tokens, output_tokens, response_model, reasoning "
                     "FROM llm_calls WHERE key = ?",
                     [key],
                 ).fetchall()
@@ -116,6 +128,7 @@ class RequestCache:
                 finish_reason=res[1] or "stop",
                 usage=Usage(input_tokens=res[2] or 0, output_tokens=res[3] or 0),
                 model=res[4] or "",
+                reasoning=res[5] or "",
             )
         self.hits += 1
         return RawCompletion(
@@ -123,6 +136,7 @@ class RequestCache:
             finish_reason=row["finish_reason"],
             usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
             model=row["response_model"],
+            reasoning=row.get("reasoning") or "",
         )
 
     # -- writes ----------------------------------------------------------------------------
@@ -154,6 +168,7 @@ class RequestCache:
             "latency_s": latency_s,
             "response_model": completion.model,
             "created_at": time.time(),
+            "reasoning": completion.reasoning,
         }
         os.write(self._fd, orjson.dumps(row) + b"\n")
         self._pending[key] = row
@@ -188,7 +203,10 @@ class RequestCache:
         with self.lock:
             self.con.register("_calls_batch", table)
             try:
-                self.con.execute("INSERT OR IGNORE INTO llm_calls SELECT * FROM _calls_batch").fetchall()
+                # columns by name: the insert does not depend on the table's column order
+                self.con.execute(
+                    f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}) SELECT * FROM _calls_batch"
+                ).fetchall()
             finally:
                 self.con.unregister("_calls_batch")
 
@@ -202,6 +220,8 @@ class RequestCache:
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue  # torn write at the tail
+                if isinstance(row, dict):
+                    row.setdefault("reasoning", "")  # lines written before the reasoning column
                 if isinstance(row, dict) and set(_COLUMNS) <= row.keys():
                     rows[row["key"]] = row
         if rows:
