@@ -27,6 +27,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fail-rate", type=float, default=0.0, help="probability of a random 500")
     p.add_argument("--fail-seed", type=int, default=0, help="seed of the --fail-rate coin")
     p.add_argument("--require-key", default=None, help="API key every request must carry")
+    p.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="every OpenAI answer carries reasoning_content (like a vLLM reasoning parser)",
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     return p.parse_args(argv)
 
@@ -43,6 +48,7 @@ async def _serve(args: argparse.Namespace) -> None:
         fail_rate=args.fail_rate,
         fail_seed=args.fail_seed,
         require_key=args.require_key,
+        reasoning=args.reasoning,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

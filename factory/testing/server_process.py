@@ -45,6 +45,7 @@ class FakeServerProcess:
         fail_rate: float = 0.0,
         fail_seed: int = 0,
         require_key: str | None = None,
+        reasoning: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
         uvloop: bool = True,
@@ -62,6 +63,8 @@ class FakeServerProcess:
             self.args += ["--fail-rate", repr(float(fail_rate)), "--fail-seed", str(int(fail_seed))]
         if require_key:
             self.args += ["--require-key", require_key]
+        if reasoning:
+            self.args.append("--reasoning")
         if not uvloop:
             self.args.append("--no-uvloop")
         self.startup_timeout = startup_timeout
