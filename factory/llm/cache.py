@@ -8,6 +8,10 @@ in the kernel's page cache the moment the call returns). The journal is folded i
 batches while running and on open, and then truncated. A torn last line (power loss mid-write) is
 skipped on replay silently; any other line that is not a complete, well-typed entry is skipped with
 a warning naming the journal and the line, and kept in `<journal>.rejected`, never fatal.
+
+`reasoning` holds the model's own reasoning when the provider returned it (empty otherwise). It was
+added after the first files were written: opening an older file adds the column (NULL, read back as
+""), and journal lines written without the key replay with an empty reasoning.
 """
 
 from __future__ import annotations
@@ -44,9 +48,14 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     cost_usd DOUBLE,
     latency_s DOUBLE,
     response_model VARCHAR,
-    created_at DOUBLE
+    created_at DOUBLE,
+    reasoning VARCHAR
 )
 """
+
+# Columns added after the first release, for files created before them (CREATE TABLE IF NOT EXISTS
+# leaves an existing table as it is).
+CACHE_MIGRATIONS = ("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS reasoning VARCHAR",)
 
 _COLUMNS = [
     "key",
@@ -63,6 +72,7 @@ _COLUMNS = [
     "latency_s",
     "response_model",
     "created_at",
+    "reasoning",
 ]
 
 _STR_COLUMNS = (
@@ -75,6 +85,7 @@ _STR_COLUMNS = (
     "text",
     "finish_reason",
     "response_model",
+    "reasoning",
 )
 _INT_COLUMNS = ("input_tokens", "output_tokens")
 _FLOAT_COLUMNS = ("cost_usd", "latency_s", "created_at")
@@ -140,6 +151,8 @@ class RequestCache:
         check_journal_path(journal_path)
         with self.lock:
             self.con.execute(CACHE_DDL).fetchall()
+            for statement in CACHE_MIGRATIONS:
+                self.con.execute(statement).fetchall()
         self._replay_journal()
         with self.lock:
             self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
@@ -171,7 +184,7 @@ class RequestCache:
             with self.lock:
                 # fetchall, never fetchone: DuckDB refuses register() while a result is unfinished
                 rows = self.con.execute(
-                    "SELECT text, finish_reason, input_tokens, output_tokens, response_model "
+                    "SELECT text, finish_reason, input_tokens, output_tokens, response_model, reasoning "
                     "FROM llm_calls WHERE key = ?",
                     [key],
                 ).fetchall()
@@ -185,6 +198,7 @@ class RequestCache:
                 finish_reason=res[1] or "stop",
                 usage=Usage(input_tokens=res[2] or 0, output_tokens=res[3] or 0),
                 model=res[4] or "",
+                reasoning=res[5] or "",
             )
         self.hits += 1
         return RawCompletion(
@@ -192,6 +206,7 @@ class RequestCache:
             finish_reason=row["finish_reason"],
             usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
             model=row["response_model"],
+            reasoning=row.get("reasoning") or "",
         )
 
     # -- writes ----------------------------------------------------------------------------
@@ -223,6 +238,7 @@ class RequestCache:
             "latency_s": latency_s,
             "response_model": completion.model,
             "created_at": time.time(),
+            "reasoning": completion.reasoning,
         }
         os.write(self._fd, orjson.dumps(row) + b"\n")
         self._pending[key] = row
@@ -257,7 +273,10 @@ class RequestCache:
         with self.lock:
             self.con.register("_calls_batch", table)
             try:
-                self.con.execute("INSERT OR IGNORE INTO llm_calls SELECT * FROM _calls_batch").fetchall()
+                # columns by name: the insert does not depend on the table's column order
+                self.con.execute(
+                    f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}) SELECT * FROM _calls_batch"
+                ).fetchall()
             finally:
                 self.con.unregister("_calls_batch")
 
@@ -280,6 +299,8 @@ class RequestCache:
                             continue  # torn write at the tail
                         problem: str | None = "not valid JSON"
                     else:
+                        if isinstance(row, dict):
+                            row.setdefault("reasoning", "")  # lines written before the reasoning column
                         problem = journal_row_problem(row)
                     if problem is not None:
                         rejected.append(line.rstrip(b"\n"))

@@ -16,6 +16,16 @@ Answers are synthetic. When the request asks for structured output (OpenAI ``res
 the requested schema, generated deterministically from a seed derived from the conversation and the
 model name (same request => same answer). Otherwise the answer is a short deterministic sentence.
 
+A request that asks for the model's own reasoning gets deterministic synthetic reasoning (a few
+sentences of filler, seeded like the answer) in its protocol's shape: OpenAI
+``choices[i].message.reasoning_content`` (OpenAI-compatible reasoning servers such as vLLM and
+DeepSeek; sent when the server runs with ``reasoning=True``, or the request has ``reasoning_effort``
+or ``include_reasoning: true``), an Anthropic ``{"type": "thinking", "thinking": ..., "signature": ...}``
+block before the tool_use/text block (``thinking`` enabled; the API's thinking rules are enforced with
+400s: budget >= 1024 and < ``max_tokens``, no forced ``tool_choice``, ``temperature`` 1 or unset,
+``top_p`` >= 0.95 or unset; tools under ``auto`` are then called), a Gemini part
+``{"text": ..., "thought": true}`` before the answer part (``thinkingConfig.includeThoughts``).
+
 Failures are injected through a control API that is not part of any provider protocol:
 
 * ``POST /_fake/script`` with ``{"faults": [...]}`` appends faults to a FIFO queue; every new
@@ -30,7 +40,8 @@ Failures are injected through a control API that is not part of any provider pro
 * ``GET /_fake/stats`` returns counters; ``POST /_fake/reset`` clears counters and the queue.
   ``requests`` counts generation requests only (not ``GET /v1/models`` nor ``/_fake/``);
   ``repeated_bodies`` counts requests whose canonical JSON body (endpoint, model, messages, params)
-  had been seen before.
+  had been seen before; ``reasoning_requests`` counts answered requests that asked for reasoning and
+  ``reasoning_answers`` those whose answer carried it.
 
 Per request the server decides, in this order: a missing/wrong key (``require_key``) => 401; the
 server-side limiter (``rate_limit``) => 429; the next applicable scripted fault (popped only by
@@ -40,7 +51,8 @@ and answers. OpenAI function tools forced through ``tool_choice`` (a named funct
 
 Server-wide options (constructor arguments of :class:`FakeLLMServer` and CLI flags): ``latency``,
 ``rate_limit`` (requests/s, 0 = off), ``fail_rate`` + ``fail_seed`` (random 500s), ``require_key``,
-``profile``.
+``profile`` (below), ``reasoning`` (every OpenAI answer carries ``reasoning_content``, like a vLLM
+reasoning parser).
 
 Field profiles (``profile``, CLI ``--profile NAME|JSON``; module ``profiles``) make structured answers
 skewed like a real model's instead of uniform: a mapping from a property NAME to a distribution,
@@ -145,6 +157,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         fail_rate: float = 0.0,
         fail_seed: int = 0,
         require_key: str | None = None,
+        reasoning: bool = False,
         requests_limit: int = 10_000,
         tokens_limit: int = 2_000_000,
         profile: ProfileLike | None = None,
@@ -159,6 +172,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self.fail_rate = float(fail_rate)
         self.fail_seed = int(fail_seed)
         self.require_key = require_key or None
+        self.reasoning = bool(reasoning)
         self.requests_limit = int(rate_limit * 60) if rate_limit else int(requests_limit)
         self.tokens_limit = int(tokens_limit)
         self._limiter = TokenBucket(rate_limit) if rate_limit > 0 else None
@@ -181,6 +195,8 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self._rate_limited = 0
         self._random_failures = 0
         self._auth_failures = 0
+        self._reasoning_requests = 0
+        self._reasoning_answers = 0
         self._win = int(time.time() // 60)
         self._win_reqs = 0
         self._win_tokens = 0
@@ -216,6 +232,8 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
             "rate_limited": self._rate_limited,
             "random_failures": self._random_failures,
             "auth_failures": self._auth_failures,
+            "reasoning_requests": self._reasoning_requests,
+            "reasoning_answers": self._reasoning_answers,
         }
 
     @property
@@ -458,6 +476,11 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         if provider == "anthropic":
             return self._anthropic(body, content_fault)
         return self._gemini(body, path_model or "gemini-fake", content_fault)
+
+    def _count_reasoning(self, asked: bool, answered: bool) -> None:
+        """Count an answered request that asked for reasoning / whose answer carries it."""
+        self._reasoning_requests += asked
+        self._reasoning_answers += answered
 
     def _account(self, tokens: int) -> tuple[int, int]:
         win = int(time.time() // 60)

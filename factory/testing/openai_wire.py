@@ -3,7 +3,9 @@
 ``POST /v1/chat/completions`` (and ``/chat/completions``) and the OpenAI shape of ``GET /v1/models``:
 the bearer-key check, the error envelope, the ``x-ratelimit-*`` headers and the ``chat.completion``
 answer (``response_format`` ``json_schema``/``json_object``, function tools forced through
-``tool_choice``, ``n`` choices).
+``tool_choice``, ``n`` choices, and ``message.reasoning_content`` as an OpenAI-compatible reasoning
+server sends it: always when the server runs with ``reasoning=True``, otherwise when the request has
+``reasoning_effort`` (other than ``"none"``) or ``include_reasoning: true``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from factory.testing.answers import answer_text, answer_tool_input, ntokens, truncate
+from factory.testing.answers import answer_text, answer_tool_input, ntokens, reasoning_text, truncate
 from factory.testing.schema_instances import seed_for
 
 
@@ -22,8 +24,15 @@ class OpenAIWire:
     """The OpenAI route handler, key check, error envelope and rate-limit headers.
 
     Mixed into :class:`~factory.testing.fake_llm_server.FakeLLMServer`, whose ``_reply``, ``_next_id``,
-    ``_account``, ``_error`` and ``_ratelimit_headers`` it uses.
+    ``_account``, ``_error``, ``_ratelimit_headers``, ``_count_reasoning`` and ``reasoning`` it uses.
     """
+
+    reasoning: bool
+
+    @staticmethod
+    def _openai_asks_reasoning(body: dict) -> bool:
+        effort = body.get("reasoning_effort")
+        return (effort is not None and effort != "none") or body.get("include_reasoning") is True
 
     @staticmethod
     def _openai_key_ok(headers: Any, key: str | None) -> bool:
@@ -82,6 +91,9 @@ class OpenAIWire:
             )
         elif tools and tc == "required":
             tool = tools[0].get("function")
+        asked = self._openai_asks_reasoning(body)
+        with_reasoning = asked or self.reasoning
+        self._count_reasoning(asked, with_reasoning)
         n = body.get("n") or 1
         choices = []
         out_chars = 0
@@ -110,6 +122,9 @@ class OpenAIWire:
                 text, truncated = answer_text(schema, json_mode, rng, fault)
                 out_chars += len(text)
                 message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+            if with_reasoning:
+                message["reasoning_content"] = thought = reasoning_text(seed + i)
+                out_chars += len(thought)
             choices.append(
                 {
                     "index": i,

@@ -44,6 +44,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         'mapping such as \'{"ambiguity": {"weights": [5, 3, 1]}, "label": {"choices": {"VIOLATED": 0.1, '
         '"NOT VIOLATED": 0.9}}}\'',
     )
+    p.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="every OpenAI answer carries reasoning_content (like a vLLM reasoning parser)",
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     return p.parse_args(argv)
 
@@ -61,6 +66,7 @@ async def _serve(args: argparse.Namespace) -> None:
         fail_seed=args.fail_seed,
         require_key=args.require_key,
         profile=args.profile,
+        reasoning=args.reasoning,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -56,6 +56,7 @@ class FakeServerProcess:
         fail_seed: int = 0,
         require_key: str | None = None,
         profile: ProfileLike | None = None,
+        reasoning: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
         uvloop: bool = True,
@@ -76,6 +77,8 @@ class FakeServerProcess:
         parsed = parse_profile(profile)
         if parsed is not None:
             self.args += ["--profile", parsed.name or orjson.dumps(parsed.spec).decode()]
+        if reasoning:
+            self.args.append("--reasoning")
         if not uvloop:
             self.args.append("--no-uvloop")
         self.startup_timeout = startup_timeout

@@ -1,4 +1,26 @@
-"""Anthropic Messages through the official SDK; structured output via a forced tool call."""
+"""Anthropic Messages through the official SDK; structured output via a forced tool call.
+
+Native reasoning (extended thinking): with ``GenParams.reasoning_budget`` set the request carries
+``thinking={"type": "enabled", "budget_tokens": max(1024, budget)}`` (1024 is the API's minimum) and
+``max_tokens`` becomes budget + ``params.max_tokens``, since the budget must be below ``max_tokens``
+and thinking counts against it. The text of the reply's ``thinking`` content blocks becomes
+``RawCompletion.reasoning`` (``redacted_thinking`` blocks are encrypted and skipped).
+
+Extended thinking constrains the rest of the request (API docs, "extended thinking: feature
+compatibility"):
+
+* no forced tool use: ``tool_choice`` ``tool`` and ``any`` are refused ("Thinking may not be enabled
+  when tool_choice forces tool use"), only ``auto``/``none``. Structured output then offers the one
+  tool with ``tool_choice={"type": "auto"}``, tells the model in the system prompt to answer by
+  calling it, and takes the ``tool_use`` block from the reply (the text blocks, if it wrote JSON
+  there instead, otherwise; the client's validation and re-ask handle the rest);
+* no temperature other than 1 (nor top_k): ``temperature`` is left out (the API's default is 1);
+* ``top_p`` only within [0.95, 1]: a value below 0.95 is left out.
+
+Models from Claude Opus 4.7 on refuse ``thinking.type="enabled"`` (they take only ``adaptive``
+thinking with an ``effort``), so a budget there is a 400 error; Claude 3.7 Sonnet and the Claude 4
+models up to 4.6 accept it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +36,9 @@ from factory.llm.errors import RetryableProviderError
 from factory.llm.providers.base import Provider
 from factory.llm.schema import json_schema, schema_name
 from factory.llm.types import GenParams, RawCompletion, Usage
+
+MIN_THINKING_BUDGET = 1024  # the API refuses smaller budget_tokens
+TOOL_INSTRUCTION = "Answer by calling the tool {name} exactly once, with the complete answer as its input."
 
 
 class AnthropicProvider(Provider):
@@ -34,20 +59,25 @@ class AnthropicProvider(Provider):
         model = self.config.model
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         convo = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+        thinking = params.reasoning_budget is not None
+        budget = max(MIN_THINKING_BUDGET, params.reasoning_budget or 0)
         # anthropic>=1.0 dropped the sampling keyword arguments (temperature, top_p) from
         # messages.create(); its migration guide sends them through extra_body, which leaves the
         # wire payload unchanged and works with 0.x too.
-        sampling: dict[str, Any] = {"temperature": params.temperature}
-        if params.top_p is not None:
+        sampling: dict[str, Any] = {}
+        if not thinking:
+            sampling["temperature"] = params.temperature
+        if params.top_p is not None and (not thinking or params.top_p >= 0.95):
             sampling["top_p"] = params.top_p
         kwargs: dict[str, Any] = {
             "model": model,
-            "max_tokens": params.max_tokens,
+            "max_tokens": params.max_tokens + budget if thinking else params.max_tokens,
             "messages": convo,
-            "extra_body": sampling,
         }
-        if system:
-            kwargs["system"] = system
+        if sampling:
+            kwargs["extra_body"] = sampling
+        if thinking:
+            kwargs["thinking"] = {"type": "enabled", "budget_tokens": budget}
         if params.stop:
             kwargs["stop_sequences"] = list(params.stop)
         if schema is not None:
@@ -59,7 +89,14 @@ class AnthropicProvider(Provider):
                     "input_schema": json_schema(schema),
                 }
             ]
-            kwargs["tool_choice"] = {"type": "tool", "name": name}
+            if thinking:  # forced tool use is refused with thinking: offer the tool and ask for it
+                kwargs["tool_choice"] = {"type": "auto"}
+                instruction = TOOL_INSTRUCTION.format(name=name)
+                system = f"{system}\n\n{instruction}" if system else instruction
+            else:
+                kwargs["tool_choice"] = {"type": "tool", "name": name}
+        if system:
+            kwargs["system"] = system
         try:
             raw = await self.client.messages.with_raw_response.create(**kwargs)
         except (
@@ -73,15 +110,7 @@ class AnthropicProvider(Provider):
             usage = data.get("usage") or {}
         except (orjson.JSONDecodeError, AttributeError) as exc:
             raise RetryableProviderError("unreadable response body", provider=self.name, model=model) from exc
-        text = ""
-        for block in blocks:
-            if schema is not None and block.get("type") == "tool_use":
-                tool_input = block.get("input")
-                # Tool input arrives parsed; keep it as JSON text so validation is uniform.
-                text = tool_input if isinstance(tool_input, str) else orjson.dumps(tool_input).decode()
-                break
-            if block.get("type") == "text":
-                text += block.get("text", "")
+        text, reasoning = _read_blocks(blocks, schema is not None)
         stop = data.get("stop_reason") or "end_turn"
         finish = "length" if stop == "max_tokens" else "stop"
         completion = RawCompletion(
@@ -89,6 +118,7 @@ class AnthropicProvider(Provider):
             finish_reason=finish,
             model=data.get("model", model),
             response_id=data.get("id", ""),
+            reasoning=reasoning,
             usage=Usage(
                 input_tokens=usage.get("input_tokens") or 0, output_tokens=usage.get("output_tokens") or 0
             ),
@@ -97,3 +127,27 @@ class AnthropicProvider(Provider):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _read_blocks(blocks: list[Any], structured: bool) -> tuple[str, str]:
+    """(answer text, reasoning) of a reply's content blocks. A structured answer is the first
+    tool_use block's input (as JSON text), else the text blocks; reasoning is the thinking blocks."""
+    texts: list[str] = []
+    thoughts: list[str] = []
+    tool_text: str | None = None
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "thinking":
+            thought = block.get("thinking")
+            if isinstance(thought, str) and thought:
+                thoughts.append(thought)
+        elif kind == "tool_use" and structured and tool_text is None:
+            tool_input = block.get("input")
+            # Tool input arrives parsed; keep it as JSON text so validation is uniform.
+            tool_text = tool_input if isinstance(tool_input, str) else orjson.dumps(tool_input).decode()
+        elif kind == "text" and tool_text is None:
+            texts.append(block.get("text", ""))
+    text = tool_text if tool_text is not None else "".join(texts)
+    return text, "\n\n".join(thoughts)

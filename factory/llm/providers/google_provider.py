@@ -1,4 +1,15 @@
-"""Google Gemini through the google-genai SDK; structured output via a response JSON schema."""
+"""Google Gemini through the google-genai SDK; structured output via a response JSON schema.
+
+Native reasoning (thinking): with ``GenParams.reasoning_budget`` set the generate config carries
+``thinking_config=ThinkingConfig(include_thoughts=True, thinking_budget=budget)`` and
+``max_output_tokens`` becomes budget + ``params.max_tokens`` (Gemini counts thoughts against
+``max_output_tokens``). Parts of the reply with ``part.thought`` true are thought summaries: their
+text becomes ``RawCompletion.reasoning`` and the other parts are the answer (thought parts are never
+part of the answer, asked for or not). Output tokens are ``candidates_token_count`` plus
+``thoughts_token_count``: thinking is billed as output. Allowed budgets depend on the model (e.g.
+128..32768 for 2.5 Pro, 0..24576 for 2.5 Flash); Gemini 3 models prefer ``thinking_level`` but still
+take a budget.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +57,11 @@ class GoogleProvider(Provider):
             for m in messages
             if m["role"] != "system"
         ]
-        cfg: dict[str, Any] = {"temperature": params.temperature, "max_output_tokens": params.max_tokens}
+        budget = params.reasoning_budget
+        max_out = params.max_tokens + budget if budget is not None else params.max_tokens
+        cfg: dict[str, Any] = {"temperature": params.temperature, "max_output_tokens": max_out}
+        if budget is not None:
+            cfg["thinking_config"] = types.ThinkingConfig(include_thoughts=True, thinking_budget=budget)
         if system:
             cfg["system_instruction"] = system
         if params.top_p is not None:
@@ -77,17 +92,19 @@ class GoogleProvider(Provider):
                     f"connection failed: {exc!r}", provider=self.name, model=model
                 ) from exc
             raise
-        text, finish = "", "stop"
+        text, reasoning, finish = "", "", "stop"
         if resp.candidates:
             cand = resp.candidates[0]
             finish_name = cand.finish_reason.name if cand.finish_reason is not None else "STOP"
             finish = _FINISH.get(finish_name, finish_name.lower())
             if cand.content and cand.content.parts:
-                text = "".join(p.text or "" for p in cand.content.parts)
+                parts = cand.content.parts
+                text = "".join(p.text or "" for p in parts if not p.thought)
+                reasoning = "\n\n".join(p.text for p in parts if p.thought and p.text)
         um = resp.usage_metadata
         usage = Usage(
             input_tokens=(um.prompt_token_count or 0) if um else 0,
-            output_tokens=(um.candidates_token_count or 0) if um else 0,
+            output_tokens=((um.candidates_token_count or 0) + (um.thoughts_token_count or 0)) if um else 0,
         )
         headers = dict(resp.sdk_http_response.headers or {}) if resp.sdk_http_response else {}
         return RawCompletion(
@@ -96,6 +113,7 @@ class GoogleProvider(Provider):
             usage=usage,
             model=resp.model_version or model,
             response_id=resp.response_id or "",
+            reasoning=reasoning,
         ), headers
 
     async def aclose(self) -> None:

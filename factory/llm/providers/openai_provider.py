@@ -1,4 +1,20 @@
-"""OpenAI Chat Completions through the official SDK; serves any OpenAI-compatible server too."""
+"""OpenAI Chat Completions through the official SDK; serves any OpenAI-compatible server too.
+
+Native reasoning: OpenAI-compatible servers that split a reasoning model's thinking from its answer
+(vLLM with a ``--reasoning-parser``, DeepSeek's API, llama.cpp's server, OpenRouter) put it in a
+non-standard field of the assistant message, ``reasoning_content`` (DeepSeek, llama.cpp, older vLLM)
+or ``reasoning`` (newer vLLM, which deprecated ``reasoning_content``; OpenRouter). The body is parsed
+here (the SDK hands back the raw HTTP response), so whichever of the two is present becomes
+``RawCompletion.reasoning``, whether or not the request asked for it: such servers reason on every
+request, and what was paid for is kept.
+
+``GenParams.reasoning_budget`` sends no extra field: those servers take no budget parameter on the
+chat endpoint (vLLM and DeepSeek reason anyway), and OpenAI's own API rejects fields it does not
+know. It only raises ``max_tokens`` by the budget, because their ``max_tokens`` bounds reasoning and
+answer together. OpenAI's o-series / GPT-5 models would take ``reasoning_effort`` (and
+``max_completion_tokens``), but the Chat Completions API never returns their reasoning text (only a
+``completion_tokens_details.reasoning_tokens`` count), so for them ``reasoning`` stays empty.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +70,8 @@ class OpenAIProvider(Provider):
             "model": self.config.model,
             "messages": messages,
             "temperature": params.temperature,
-            "max_tokens": params.max_tokens,
+            # room for the reasoning too: these servers count it against max_tokens
+            "max_tokens": params.max_tokens + (params.reasoning_budget or 0),
         }
         if params.top_p is not None:
             body["top_p"] = params.top_p
@@ -94,6 +111,7 @@ class OpenAIProvider(Provider):
             data = orjson.loads(http.content)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
+            reasoning = message_reasoning(choice["message"])
             finish = choice.get("finish_reason") or "stop"
             usage = data.get("usage") or {}
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
@@ -109,6 +127,7 @@ class OpenAIProvider(Provider):
             finish_reason=finish,
             model=data.get("model", model),
             response_id=data.get("id", ""),
+            reasoning=reasoning,
             usage=Usage(
                 input_tokens=usage.get("prompt_tokens") or 0,
                 output_tokens=usage.get("completion_tokens") or 0,
@@ -118,3 +137,17 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def message_reasoning(message: Any) -> str:
+    """The reasoning text of an assistant message of an OpenAI-compatible server ("" if none)."""
+    if not isinstance(message, dict):
+        return ""
+    for field in REASONING_FIELDS:
+        value = message.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return ""
