@@ -114,6 +114,7 @@ def journal_row_problem(row: Any) -> str | None:
     """Why a decoded journal line is not a usable cache entry, or None when it is."""
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
+    row.setdefault("reasoning", "")  # lines written before the reasoning column replay without it
     missing = [c for c in _COLUMNS if c not in row]
     if missing:
         return "missing " + ", ".join(missing)
@@ -299,8 +300,6 @@ class RequestCache:
                             continue  # torn write at the tail
                         problem: str | None = "not valid JSON"
                     else:
-                        if isinstance(row, dict):
-                            row.setdefault("reasoning", "")  # lines written before the reasoning column
                         problem = journal_row_problem(row)
                     if problem is not None:
                         rejected.append(line.rstrip(b"\n"))

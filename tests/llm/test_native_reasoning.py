@@ -272,6 +272,7 @@ def test_journal_lines_from_before_the_reasoning_column_still_replay(stores, tmp
     old = {c: None for c in _COLUMNS if c != "reasoning"}
     old.update(key="old-key", provider="openai", model="m", text="old answer", finish_reason="stop")
     old.update(input_tokens=1, output_tokens=2, cost_usd=0.0, latency_s=0.0, response_model="m")
+    old.update(stage="label", prompt_hash="h", request_json="[]", created_at=1.0)  # a well-typed old line
     _journal(db).write_bytes(orjson.dumps(old) + b"\n")
     store = stores(db)
     raw = store.cache.get("old-key")
