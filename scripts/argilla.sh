@@ -137,10 +137,14 @@ PYEOF
       --first-name "$1" --password "$3" --api-key "$4" --workspace default >>"$STATE/users.log" 2>&1 || true
   }
   # an existing user is reported in users.log and kept; the three run side by side (each is a slow import)
+  local pids=()
   mk owner owner "$OWNER_PASSWORD" "$OWNER_KEY" &
+  pids+=($!)
   mk annotator1 annotator "$ANNOTATOR1_PASSWORD" "$ANNOTATOR1_KEY" &
+  pids+=($!)
   mk annotator2 annotator "$ANNOTATOR2_PASSWORD" "$ANNOTATOR2_KEY" &
-  wait
+  pids+=($!)
+  wait "${pids[@]}"
   "$PY" - "$STATE" "$(cat "$STATE/server.url")" <<'PYEOF'
 import json, sys
 from pathlib import Path

@@ -339,6 +339,87 @@ def banks_expand(
     console.print(f"candidates written to {path}; review them, then append the good ones to the bank file")
 
 
+annotate_app = typer.Typer(
+    no_args_is_help=True, help="Human validation in Argilla: push samples, pull judgements, report agreement."
+)
+app.add_typer(annotate_app, name="annotate")
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Argilla dataset name")]
+
+
+def _annotation():  # noqa: ANN202
+    try:
+        from annotation import service
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        _fail(f"annotation is not installed ({exc}); run: pip install -e '.[annotation]'")
+    return service
+
+
+@annotate_app.command("push")
+def annotate_push(
+    dataset: DatasetOpt,
+    n: Annotated[int, typer.Option("--n", help="samples to push")],
+    db: DbOpt = Path(DEFAULT_DB),
+    strategy: Annotated[
+        str, typer.Option(help="random | hard (long policies/dialogues) | stratified (PASS/FAIL x dynamic)")
+    ] = "random",
+    overlap: Annotated[
+        int, typer.Option(help="annotators who must submit each record (Argilla task distribution)")
+    ] = 1,
+    split: Annotated[
+        str | None, typer.Option(help="only samples of this export split (train/validation/test)")
+    ] = None,
+    blind: Annotated[bool, typer.Option("--blind", help="hide the LLM's labels and explanations")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the selection and of the split assignment")] = 0,
+) -> None:
+    """Create or update an Argilla dataset with n samples (records keyed by sample_id: no duplicates)."""
+    service = _annotation()
+    out = _run_guarded(
+        service.push,
+        _db(db),
+        dataset,
+        n,
+        strategy=strategy,
+        overlap=overlap,
+        split=split,
+        blind=blind,
+        seed=seed,
+    )
+    typer.echo(
+        f"pushed {out['pushed']} records to {dataset} (strategy {strategy}, overlap {overlap}{', blind' if blind else ''})"
+    )
+
+
+@annotate_app.command("pull")
+def annotate_pull(dataset: DatasetOpt, db: DbOpt = Path(DEFAULT_DB)) -> None:
+    """Submitted responses into human_judgements / human_rule_judgements (idempotent)."""
+    service = _annotation()
+    out = _run_guarded(service.pull, _db(db), dataset)
+    typer.echo(
+        f"pulled {out['judgements']} judgements ({out['rule_judgements']} per rule) on {out['samples']} samples "
+        f"from {len(out['annotators'])} annotator(s)"
+    )
+
+
+@annotate_app.command("report")
+def annotate_report(
+    dataset: DatasetOpt,
+    db: DbOpt = Path(DEFAULT_DB),
+    gate: Annotated[float, typer.Option(help="development gate: sample-level agreement needed (0-1)")] = 0.9,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object (keys in annotation/README.md)")
+    ] = False,
+) -> None:
+    """Human-vs-LLM agreement, Cohen's and Fleiss' kappa, confusion matrix, worst groups, the gate."""
+    service = _annotation()
+    out = _run_guarded(service.report, _db(db), dataset, gate=gate)
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps(out).decode())
+    else:
+        typer.echo(service.format_report(out))
+
+
 def _mount_training() -> None:
     """`train` and `eval` import torch/TRL (seconds): load them only when asked for."""
     wanted = (

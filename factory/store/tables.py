@@ -47,6 +47,26 @@ TABLES: dict[str, str] = {
             error VARCHAR, raw_text VARCHAR, attempts INTEGER)""",
 }
 
+# Human validation (annotation/): what was pushed to which dataset, and the judgements pulled back.
+# Created by `factory annotate push/pull` on first use (not by a build), so a database built before
+# them still opens everywhere else.
+ANNOTATION_TABLES: dict[str, str] = {
+    "annotation_pushes": """
+        CREATE TABLE IF NOT EXISTS annotation_pushes (
+            dataset VARCHAR, sample_id VARCHAR, slot BIGINT, pushed_at DOUBLE, blind BOOLEAN,
+            overlap INTEGER, PRIMARY KEY (dataset, sample_id))""",
+    "human_judgements": """
+        CREATE TABLE IF NOT EXISTS human_judgements (
+            dataset VARCHAR, sample_id VARCHAR, slot BIGINT, annotator VARCHAR, label VARCHAR,
+            violated_rules INTEGER[], violated_turns_json VARCHAR, ambiguity INTEGER, comment VARCHAR,
+            pulled_at DOUBLE, PRIMARY KEY (dataset, sample_id, annotator))""",
+    "human_rule_judgements": """
+        CREATE TABLE IF NOT EXISTS human_rule_judgements (
+            dataset VARCHAR, sample_id VARCHAR, slot BIGINT, rule_index INTEGER, annotator VARCHAR,
+            label VARCHAR, violated_turns INTEGER[], llm_label VARCHAR,
+            PRIMARY KEY (dataset, sample_id, rule_index, annotator))""",
+}
+
 # Columns added after a table was first released: applied to existing files on open.
 MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS fingerprint_json VARCHAR",

@@ -29,7 +29,10 @@ def test_mixed_case():
     assert percent_agreement(llm, hum) == pytest.approx(0.7)
     # p_e = 0.6*0.5 + 0.4*0.5 = 0.5 -> kappa = (0.7 - 0.5) / 0.5 = 0.4
     assert cohen_kappa(llm, hum) == pytest.approx(0.4)
-    assert confusion(llm, hum, ["FAIL", "PASS"]) == {"FAIL": {"FAIL": 4, "PASS": 2}, "PASS": {"FAIL": 1, "PASS": 3}}
+    assert confusion(llm, hum, ["FAIL", "PASS"]) == {
+        "FAIL": {"FAIL": 4, "PASS": 2},
+        "PASS": {"FAIL": 1, "PASS": 3},
+    }
 
 
 def test_fleiss_mixed_three_raters():
