@@ -129,15 +129,26 @@ def select(rows: list[dict[str, Any]], n: int, strategy: str, seed: int = 0) -> 
         keyed = [(key(r), r) for r in rows]
         keyed.sort(key=lambda kr: kr[0], reverse=True)
         return sorted((r for _, r in keyed[:n]), key=lambda r: r["slot"])
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    # Two levels: labels take turns (PASS, FAIL, ...), and within a label its dynamics take turns.
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        cells[(r.get("label") or "", r.get("dynamic") or "")].append(r)
-    for cell in cells.values():
-        rng.shuffle(cell)
-    order = sorted(cells)
+        cells[r.get("label") or ""][r.get("dynamic") or ""].append(r)
+    for by_dynamic in cells.values():
+        for cell in by_dynamic.values():
+            rng.shuffle(cell)
+    turn = {label: 0 for label in cells}
+
+    def take(label: str) -> dict[str, Any] | None:
+        dyns = [d for d in sorted(cells[label]) if cells[label][d]]
+        if not dyns:
+            return None
+        d = dyns[turn[label] % len(dyns)]
+        turn[label] += 1
+        return cells[label][d].pop()
+
     chosen: list[dict[str, Any]] = []
     while len(chosen) < n:
-        for c in order:
-            if cells[c] and len(chosen) < n:
-                chosen.append(cells[c].pop())
+        for label in sorted(cells):
+            if len(chosen) < n and (r := take(label)) is not None:
+                chosen.append(r)
     return sorted(chosen, key=lambda r: r["slot"])
