@@ -63,6 +63,14 @@ def test_push_submit_pull_report(argilla_env, sample_db):
     for sid, values in ann2.items():
         _submit(argilla_env, "annotator2", str(records[sid]._server_id), values)
 
+    # The responses reached the search index (osmem has no scripts: the launcher's read-modify-write
+    # updates did it), and with overlap 2 every record is completed.
+    import argilla as rg
+
+    found = list(ds.records(query=rg.Query(filter=rg.Filter(("response.status", "==", "submitted")))))
+    assert len(found) == 4
+    assert [r.status for r in ds.records()] == ["completed"] * 4
+
     first = service.pull(sample_db, name)
     second = service.pull(sample_db, name)  # idempotent
     assert first == second
