@@ -84,6 +84,20 @@ def status_error(
     )
 
 
+def _connection_cause(exc: BaseException) -> ConnectionError | None:
+    """The refused/reset connection behind an SDK error, if that is what it was. The openai SDK's
+    aiohttp transport wraps a refused connect (an instant failure) in ConnectTimeout and then
+    APITimeoutError; what happened is in the chain of causes."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class Provider(abc.ABC):
     """One configured SDK client. Subclasses implement `_send`."""
 
@@ -107,6 +121,9 @@ class Provider(abc.ABC):
         model = self.config.model
         if isinstance(exc, sdk.APIStatusError):
             return status_error(self.name, model, exc.status_code, error_detail(exc), exc.response.headers)
+        refused = _connection_cause(exc)
+        if refused is not None:  # the aiohttp transport reports a refused connect as a timeout
+            return RetryableProviderError(f"connection failed: {refused}", provider=self.name, model=model)
         if isinstance(exc, sdk.APITimeoutError):  # a subclass of APIConnectionError: test it first
             return RetryableProviderError(
                 f"timed out after {self.config.timeout_s}s", provider=self.name, model=model
