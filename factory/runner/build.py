@@ -47,6 +47,13 @@ SLOT_TRANSIENT_RETRIES = 3
 DRAIN_GRACE_S = 30.0
 
 
+class Terminated(BuildStopped):
+    """The build was stopped by SIGTERM after draining (exit 143, as for a process killed by it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=128 + signal.SIGTERM)
+
+
 @dataclass
 class BuildSummary:
     accepted: int
@@ -157,8 +164,19 @@ async def build(
     heartbeat(force=True)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
-    try:  # SIGTERM drains like Ctrl-C
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)  # type: ignore[union-attr]
+    assert main_task is not None
+    terminated = draining = False
+
+    def on_sigterm() -> None:
+        """SIGTERM drains like Ctrl-C (a second one while draining changes nothing: the drain is
+        bounded by its grace period)."""
+        nonlocal terminated
+        if not draining:
+            terminated = True
+            main_task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
         pass
 
@@ -200,7 +218,16 @@ async def build(
                 store.maybe_flush()
                 display.update()
                 heartbeat()
+    except asyncio.CancelledError:
+        if not terminated:
+            raise  # Ctrl-C: asyncio.run turns it into KeyboardInterrupt once we are done
+        main_task.uncancel()
+        raise Terminated(
+            "stopped by SIGTERM: every answer received was journaled; rerun the same command to resume "
+            "(it pays only for requests that had no answer yet)"
+        ) from None
     finally:
+        draining = True
         drained, abandoned = await _drain(client, in_flight, store)
         if drained or abandoned:
             display.console.print(
