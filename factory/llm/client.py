@@ -140,10 +140,12 @@ class LLMClient:
             ep = self._endpoints[key] = Endpoint(config)
         return ep
 
-    async def aclose(self) -> None:
+    async def aclose(self, flush_cache: bool = True) -> None:
+        """Close the provider clients and flush the cache (flush_cache=False: its owner flushes it,
+        or cannot because its database is not writable; the journal keeps the entries)."""
         for ep in self._endpoints.values():
             await ep.provider.aclose()
-        if self.cache is not None:
+        if self.cache is not None and flush_cache:
             self.cache.flush()
 
     # -- the one public call ---------------------------------------------------------------

@@ -37,7 +37,7 @@ from factory.runner.fingerprint import describe_changes, run_fingerprint
 from factory.runner.progress import Progress
 from factory.runner.slot import SlotResult, run_slot
 from factory.stages.context import BuildContext
-from factory.store.db import Store
+from factory.store.db import Store, is_disk_full
 from factory.store.live_status import clear_live_status, write_live_status
 
 # A slot whose provider calls failed for transport reasons (after each request's own retries,
@@ -218,6 +218,10 @@ async def build(
                 store.maybe_flush()
                 display.update()
                 heartbeat()
+    except OSError as exc:  # a journal write (an answer on its way to the store) found the disk full
+        if is_disk_full(exc):
+            raise store.disk_full(exc) from exc
+        raise
     except asyncio.CancelledError:
         if not terminated:
             raise  # Ctrl-C: asyncio.run turns it into KeyboardInterrupt once we are done
@@ -242,14 +246,22 @@ async def build(
             loop.remove_signal_handler(signal.SIGTERM)
         except (NotImplementedError, RuntimeError):  # pragma: no cover
             pass
-        await client.aclose()
-        status = "finished" if committer.done else "interrupted"
-        store.flush()
-        store.query(
-            "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, time.time(), run_id]
-        )
-        store.close()
-        clear_live_status(db)
+        try:
+            if store.failed is None:  # a store that hit a full disk is not written again
+                status = "finished" if committer.done else "interrupted"
+                store.flush()
+                store.query(
+                    "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                    [status, time.time(), run_id],
+                )
+        finally:
+            try:
+                await client.aclose(flush_cache=False)  # store.flush wrote the cache's entries
+            finally:
+                try:
+                    store.close()
+                finally:
+                    clear_live_status(db)
     total = client.accounting.total()
     return BuildSummary(
         accepted=committer.accepted,

@@ -7,6 +7,7 @@ request-cache journal, so a rerun rebuilds the missing rows from the cache witho
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -22,6 +23,14 @@ from factory.store.tables import MIGRATIONS, TABLES
 
 class StoreError(RuntimeError):
     pass
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for lack of space (an OSError, or DuckDB's error text for one)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 class Store:
@@ -43,6 +52,7 @@ class Store:
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema] = {}
         self._last_flush = time.monotonic()
+        self.failed: StoreError | None = None  # set when a write failed for lack of disk space
         if not read_only:
             for ddl in (*TABLES.values(), *MIGRATIONS):
                 self.con.execute(ddl).fetchall()
@@ -78,6 +88,8 @@ class Store:
         """Write every buffered row (and the cache's pending entries) in one transaction:
         one commit per flush instead of one per table keeps DuckDB's WAL syncs rare."""
         with self.lock:
+            if self.failed is not None:
+                raise self.failed
             self.con.execute("BEGIN TRANSACTION").fetchall()
             try:
                 if self._cache is not None:
@@ -96,8 +108,13 @@ class Store:
                     finally:
                         self.con.unregister("_batch")
                 self.con.execute("COMMIT").fetchall()
-            except BaseException:
-                self.con.execute("ROLLBACK").fetchall()
+            except BaseException as exc:
+                try:
+                    self.con.execute("ROLLBACK").fetchall()
+                except duckdb.Error:
+                    pass  # a COMMIT that failed has rolled back already: keep the first error
+                if isinstance(exc, Exception) and is_disk_full(exc):
+                    raise self.disk_full(exc) from exc
                 raise
             for rows in self._buffers.values():
                 rows.clear()
@@ -118,10 +135,32 @@ class Store:
         with self.lock:
             return self.con.execute(sql, params or []).fetchall()
 
+    def disk_full(self, exc: BaseException) -> StoreError:
+        """The store cannot be written for lack of space: no more writes (a failed commit leaves
+        what was committed before intact, and unfolded answers stay in the journal)."""
+        if self.failed is None:
+            quota = "quota" in str(exc).lower() or getattr(exc, "errno", None) == errno.EDQUOT
+            self.failed = StoreError(
+                f"the disk holding {self.path} is full ({'disk quota exceeded' if quota else 'no space left'}); "
+                f"nothing more is written. Everything committed is intact: free some space (or move "
+                f"{self.path.name} and its .journal and .wal files to a bigger disk and point --db there) "
+                f"and rerun the command to resume."
+            )
+        return self.failed
+
     def close(self) -> None:
-        if not self.read_only:
-            self.flush()
+        try:
+            if not self.read_only and self.failed is None:
+                try:
+                    self.flush()
+                    if self._cache is not None:
+                        self._cache.close()
+                    self.con.execute("CHECKPOINT").fetchall()
+                except Exception as exc:
+                    if is_disk_full(exc):  # what was committed is in the WAL, replayed on open
+                        raise self.disk_full(exc) from exc
+                    raise
+        finally:
             if self._cache is not None:
-                self._cache.close()
-            self.con.execute("CHECKPOINT").fetchall()
-        self.con.close()
+                self._cache.close(flush=False)
+            self.con.close()
