@@ -29,7 +29,7 @@ from factory.errors import BuildStopped, ConfigError
 from factory.llm.auto import resolve_auto
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
-from factory.llm.errors import ProviderOutage
+from factory.llm.errors import ClientClosing, ProviderOutage
 from factory.llm.pricing import PriceTable
 from factory.recipes import STAGES, Recipe
 from factory.runner.committer import Committer
@@ -210,6 +210,10 @@ async def build(
                         result = task.result()  # fatal provider/config errors propagate from here
                     except ProviderOutage as exc:
                         raise BuildStopped(str(exc), exit_code=3) from exc
+                    except ClientClosing:  # the client stopped itself: an answer could not be journaled
+                        if client.journal_error is not None:
+                            raise client.journal_error from None
+                        raise
                     del in_flight[result.slot]
                     if result.transient is not None:
                         _retry_later(result, transient_tries, retry_queue)
@@ -233,7 +237,12 @@ async def build(
     finally:
         draining = True
         drained, abandoned = await _drain(client, in_flight, store)
-        if drained or abandoned:
+        if (drained or abandoned) and store.failed is not None:
+            display.console.print(
+                f"{drained + abandoned} request(s) on the wire when the build stopped could not be kept "
+                f"(the store cannot be written) and will be sent again"
+            )
+        elif drained or abandoned:
             display.console.print(
                 f"kept {drained} answer(s) that were on the wire when the build stopped"
                 + (
