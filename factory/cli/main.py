@@ -248,6 +248,10 @@ def export_cmd(
         bool,
         typer.Option("--overwrite", help="replace a previous export at --out (swapped in when complete)"),
     ] = False,
+    labels: Annotated[
+        str,
+        typer.Option(help="llm | human (judged samples only) | prefer-human; each row says its label_source"),
+    ] = "llm",
 ) -> None:
     """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card.
 
@@ -261,7 +265,15 @@ def export_cmd(
     if not path.exists():
         _fail(f"{path} does not exist; run `factory build` first")
     info = _run_guarded(
-        export, path, out, seed=seed, val_frac=val_frac, test_frac=test_frac, overwrite=overwrite, warn=warn
+        export,
+        path,
+        out,
+        seed=seed,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        overwrite=overwrite,
+        warn=warn,
+        labels=labels,
     )
     console.print(f"exported {info}")
 

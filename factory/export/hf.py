@@ -38,6 +38,7 @@ from factory.export.target import check_target, clean_leftovers, discard, make_p
 from factory.store.sample_row import export_features, export_record
 
 SPLITS = ("train", "validation", "test")
+LABEL_SOURCES = ("llm", "human", "prefer-human")
 PAUSE_ENV = "FACTORY_EXPORT_PAUSE_S"
 
 
@@ -111,6 +112,39 @@ def to_records(df: pl.DataFrame) -> list[dict]:
     return [export_record(r) for r in df.iter_rows(named=True)]
 
 
+def human_labels(db: Path) -> dict[str, str]:
+    """sample_id -> the annotators' majority PASS/FAIL over every pulled Argilla dataset
+    (`human_judgements`); a tie counts as FAIL (one annotator who saw a violation sends it back)."""
+    con = _connect(db)
+    try:
+        rows = con.execute(
+            "SELECT sample_id, count(*) FILTER (WHERE label = 'FAIL'), count(*) FILTER (WHERE label = 'PASS') "
+            "FROM human_judgements WHERE label IN ('PASS', 'FAIL') GROUP BY sample_id"
+        ).fetchall()
+    except duckdb.CatalogException:  # nothing pulled yet
+        rows = []
+    finally:
+        con.close()
+    return {sid: "FAIL" if fail >= passed else "PASS" for sid, fail, passed in rows}
+
+
+def apply_labels(records: list[dict], humans: dict[str, str], labels: str) -> list[dict]:
+    """Set `label` and `label_source` per row: llm keeps the LLM label; human keeps only samples
+    with a human label and uses it; prefer-human uses the human label where there is one."""
+    if labels not in LABEL_SOURCES:
+        raise ConfigError(f"--labels {labels!r}: expected one of {', '.join(LABEL_SOURCES)}")
+    out = []
+    for rec in records:
+        human = humans.get(rec["sample_id"])
+        if labels == "human" and human is None:
+            continue
+        if labels != "llm" and human is not None:
+            out.append({**rec, "label": human, "label_source": "human"})
+        else:
+            out.append({**rec, "label_source": "llm"})
+    return out
+
+
 def export(
     db: Path,
     out: Path,
@@ -120,6 +154,7 @@ def export(
     test_frac: float = 0.05,
     overwrite: bool = False,
     warn: Callable[[str], None] | None = None,
+    labels: str = "llm",
 ) -> str:
     """Export the store's samples to `out`; returns a one-line summary.
 
@@ -137,7 +172,11 @@ def export(
     notice = state.warning()
     if notice and warn is not None:
         warn(notice)
-    records = to_records(df)
+    records = apply_labels(to_records(df), human_labels(db) if labels != "llm" else {}, labels)
+    if not records:
+        raise ConfigError(
+            f"{db} has no human judgements: `--labels human` exports nothing (run `factory annotate pull`)"
+        )
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for rec in records:
         by_split[split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
@@ -155,7 +194,9 @@ def export(
         raise
     sizes = ", ".join(f"{s}={len(dd[s])}" for s in SPLITS)
     tail = f"; unfinished build ({state.samples}/{state.target})" if notice else ""
-    return f"{df.height} samples to {out} ({sizes}){tail}"
+    human = sum(r["label_source"] == "human" for r in records)
+    source = f"; labels {labels}: {human} human, {len(records) - human} llm" if labels != "llm" else ""
+    return f"{len(records)} samples to {out} ({sizes}){tail}{source}"
 
 
 def _write(db: Path, tmp: Path, by_split: dict[str, list[dict]], state: BuildState) -> Any:
@@ -216,4 +257,6 @@ def _feature(desc: Any) -> Any:
 def _features():  # noqa: ANN202
     from datasets import Features
 
-    return Features({name: _feature(desc) for name, desc in export_features().items()})
+    return Features(
+        {name: _feature(desc) for name, desc in {**export_features(), "label_source": "string"}.items()}
+    )
