@@ -5,6 +5,7 @@
 #   scripts/argilla.sh start    install what is missing, start, create users, write credentials
 #   scripts/argilla.sh stop     stop what `start` started (pid files), nothing else
 #   scripts/argilla.sh status   say what runs; exit 0 when the server answers
+#   scripts/argilla.sh ui-deps  install Debian chromium + playwright (into .argilla-venv) for the UI test
 #
 # State lives in $ARGILLA_STATE (default outputs/argilla/): pid files, logs, the SQLite database,
 # credentials.json (URL, owner API key, users). osmem keeps its index in memory: `start` rebuilds
@@ -194,9 +195,21 @@ status() {
   return $rc
 }
 
+ui_deps() {
+  install
+  if ! command -v chromium >/dev/null 2>&1; then
+    log "installing chromium (apt-get)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+  "$VENV/bin/python" -c "import playwright" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check playwright
+}
+
 case "${1:-}" in
   start) start ;;
+  ui-deps) ui_deps ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|ui-deps" >&2; exit 2 ;;
 esac
