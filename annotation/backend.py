@@ -328,3 +328,78 @@ def fetch_responses(client: Any, ds: Any) -> tuple[list[ServerResponse], set[str
                     strangers.add(names[uid])
             out.append(ServerResponse(str(rec.id), names[uid], status[uid], values))
     return out, ids, sorted(strangers)
+
+
+# -- rule curation: `factory banks review` / `factory banks merge` ---------------------------------
+CURATION_FIELDS = ("rule", "context")
+CURATION_QUESTIONS = ("decision", "edited")
+
+
+def ensure_curation_dataset(client: Any, name: str):  # noqa: ANN201
+    import argilla as rg
+
+    ds = get_dataset(client, name, required=False)
+    if ds is None:
+        settings = rg.Settings(
+            guidelines=(
+                "Each record is a candidate rule proposed by an LLM for the bank named in its context. "
+                "Accept it as it is, edit it (write the corrected rule in the text box), or reject it "
+                "(vague, a duplicate of the nearest existing rule, not checkable in a dialogue)."
+            ),
+            fields=[
+                rg.TextField(name="rule", title="Candidate rule"),
+                rg.TextField(name="context", title="Bank and nearest existing rule", use_markdown=True),
+            ],
+            questions=[
+                rg.LabelQuestion(name="decision", labels=["accept", "edit", "reject"]),
+                rg.TextQuestion(name="edited", title="Edited rule (only for edit)", required=False),
+            ],
+            metadata=[rg.TermsMetadataProperty(name="bank"), rg.FloatMetadataProperty(name="similarity")],
+        )
+        ds = rg.Dataset(name=name, workspace=client._factory_workspace, settings=settings, client=client)
+        ds.create()
+        return ds
+    have = _schema_of(ds)
+    if have["fields"] != sorted(CURATION_FIELDS) or have["questions"] != sorted(CURATION_QUESTIONS):
+        raise AnnotationError(
+            f"dataset {name!r} is not a rule-curation dataset (fields {', '.join(have['fields'])}); use a new --dataset"
+        )
+    return ds
+
+
+def curation_record(candidate: dict[str, Any], bank: str):  # noqa: ANN201
+    import hashlib
+
+    import argilla as rg
+
+    near = candidate.get("nearest_existing")
+    context = f"**bank:** `{bank}`"
+    if near:
+        context += f"\n\n**nearest existing rule** (similarity {candidate.get('similarity', 0)}): {near}"
+    rid = hashlib.sha256(f"{bank}\n{candidate['text']}".encode()).hexdigest()[:24]
+    return rg.Record(
+        id=f"rule-{rid}",
+        fields={"rule": candidate["text"], "context": context},
+        metadata={"bank": bank, "similarity": float(candidate.get("similarity") or 0.0)},
+    )
+
+
+def fetch_curation(client: Any, ds: Any) -> list[dict[str, Any]]:
+    """Per record: its bank, its text and the submitted (decision, edited) of each annotator."""
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = list(ds.records(with_responses=True))
+    for rec in records:
+        by_user: dict[str, dict[str, Any]] = {}
+        for resp in rec.responses:
+            if str(getattr(resp.status, "value", resp.status)) == "submitted":
+                by_user.setdefault(str(resp.user_id), {})[resp.question_name] = resp.value
+        out.append(
+            {
+                "bank": rec.metadata.get("bank"),
+                "text": rec.fields["rule"],
+                "responses": list(by_user.values()),
+            }
+        )
+    return out

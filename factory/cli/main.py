@@ -354,6 +354,59 @@ def banks_expand(
     console.print(f"candidates written to {path}; review them, then append the good ones to the bank file")
 
 
+@banks_app.command("review")
+def banks_review(
+    candidates: Annotated[Path, typer.Option(help="candidates file written by `banks expand` (JSONL)")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Argilla curation dataset name")],
+) -> None:
+    """Push expand candidates to an Argilla curation dataset (accept / edit / reject in the UI)."""
+    try:
+        from annotation.curation import push_candidates
+    except ImportError as exc:  # pragma: no cover
+        _fail(f"annotation is not installed ({exc}); run: pip install -e '.[annotation]'")
+    n = _run_guarded(push_candidates, candidates, dataset)
+    console.print(
+        f"{n} candidate(s) in curation dataset {dataset}; then run `factory banks merge --dataset {dataset}`"
+    )
+
+
+@banks_app.command("merge")
+def banks_merge(
+    dataset: Annotated[str, typer.Option("--dataset", help="Argilla curation dataset name")],
+    root: Annotated[Path | None, typer.Option(help="banks folder")] = None,
+    no_embeddings: Annotated[bool, typer.Option(help="skip the embedding scan of the check")] = False,
+) -> None:
+    """Append accepted (and edited) candidates to their bank files, then run `banks check`."""
+    from factory.banks.check import check_banks
+    from factory.banks.lexical import normalise_text
+    from factory.paths import banks_dir
+
+    try:
+        from annotation.curation import accepted_rules
+    except ImportError as exc:  # pragma: no cover
+        _fail(f"annotation is not installed ({exc}); run: pip install -e '.[annotation]'")
+    by_bank, counts = _run_guarded(accepted_rules, dataset)
+    base = Path(root) if root else banks_dir()
+    added = 0
+    for bank, texts in sorted(by_bank.items()):
+        path = base / "rules" / f"{bank}.txt"
+        if not path.exists():
+            _fail(f"{path} does not exist: candidate bank {bank!r} is not in {base}")
+        have = {normalise_text(line) for line in path.read_text(encoding="utf-8").splitlines()}
+        new = [t for t in dict.fromkeys(texts) if normalise_text(t) not in have]
+        if new:
+            text = path.read_text(encoding="utf-8")
+            sep = "" if text.endswith("\n") or not text else "\n"
+            path.write_text(text + sep + "\n".join(new) + "\n", encoding="utf-8")
+            added += len(new)
+            console.print(f"{path}: {len(new)} rule(s) added")
+    console.print(
+        f"merged {added} rule(s): {counts['accept']} accepted, {counts['edit']} edited, "
+        f"{counts['reject']} rejected, {counts['pending']} not yet reviewed"
+    )
+    raise typer.Exit(check_banks(root, embeddings=not no_embeddings))
+
+
 annotate_app = typer.Typer(
     no_args_is_help=True, help="Human validation in Argilla: push samples, pull judgements, report agreement."
 )
