@@ -94,7 +94,9 @@ start() {
   if ! alive osmem; then
     local oport="${ARGILLA_OSMEM_PORT:-$(free_port)}"
     echo "$oport" >"$STATE/osmem.port"
-    "$VENV/lib/python3.11/site-packages/osmem_server/bin/osmem-server" -addr "127.0.0.1:$oport" \
+    local osmem_bin
+    osmem_bin="$("$VENV/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())")"
+    "$osmem_bin" -addr "127.0.0.1:$oport" \
       -no-stdin-watch >"$STATE/osmem.log" 2>&1 &
     echo $! >"$STATE/osmem.pid"
     wait_http "http://127.0.0.1:$oport/" 30 osmem || { log "osmem did not start: see $STATE/osmem.log"; exit 1; }

@@ -151,3 +151,32 @@ def test_unreachable_and_wrong_key(argilla_stack, monkeypatch):
     monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
     with pytest.raises(AnnotationError, match="unreachable"):
         backend.connect()
+
+
+def test_responses_from_a_user_outside_the_workspace(argilla_env, sample_db):
+    import argilla as rg
+
+    client = backend.connect()
+    name = f"w-{uuid.uuid4().hex[:8]}"
+    service.push(sample_db, name, 1)
+    ds = backend.get_dataset(client, name)
+    rec = next(iter(ds.records()))
+    username = f"temp{uuid.uuid4().hex[:6]}"
+    user = rg.User(username=username, password="temp-password-123", role="annotator", client=client).create()
+    ws = client.workspaces("default")
+    user.add_to_workspace(ws)
+    key = httpx.post(
+        f"{argilla_env['api_url']}/api/v1/token",
+        data={"username": username, "password": "temp-password-123"},
+        timeout=30,
+    ).json()["access_token"]
+    r = httpx.post(
+        f"{argilla_env['api_url']}/api/v1/records/{rec._server_id}/responses",
+        json={"values": {"label": {"value": "PASS"}}, "status": "submitted"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    user.remove_from_workspace(ws)
+    with pytest.raises(AnnotationError, match=f"responses from {username}, who is not a member of workspace"):
+        service.pull(sample_db, name)
