@@ -291,6 +291,38 @@ def push(
     console.print(f"pushed to {url}")
 
 
+safety_app = typer.Typer(
+    no_args_is_help=True,
+    help="Safety datasets (BeaverTails, WildGuardMix, ToxicChat, Aegis 2.0) as policies.",
+)
+app.add_typer(safety_app, name="safety")
+
+
+@safety_app.command("import")
+def safety_import(
+    name: Annotated[str, typer.Argument(help="beavertails, wildguardmix, toxicchat or aegis2")],
+    source: Annotated[
+        str, typer.Option("--source", help="local file/folder in the dataset's format, or a Hub id")
+    ],
+    db: DbOpt = Path(DEFAULT_DB),
+    limit: Annotated[int | None, typer.Option(help="read at most K rows of the source")] = None,
+    traces: Annotated[
+        Path | None, typer.Option(help="JSONL of reasoning traces (GuardReasoner style) to attach")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the policy draws")] = 0,
+    config: Annotated[str | None, typer.Option(help="Hub config name (Hub ids only)")] = None,
+) -> None:
+    """Convert a safety dataset to policy-compliance samples (table safety_samples); re-import replaces."""
+    from factory.safety.importer import import_source
+
+    _check_seed(seed)
+    report = _run_guarded(
+        import_source, _db(db), name, source, limit=limit, traces=traces, seed=seed, config=config
+    )
+    for line in report.lines():
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+
 banks_app = typer.Typer(no_args_is_help=True, help="Check and grow the seed banks.")
 app.add_typer(banks_app, name="banks")
 
