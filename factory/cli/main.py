@@ -245,11 +245,19 @@ def export_cmd(
         bool,
         typer.Option("--overwrite", help="replace a previous export at --out (swapped in when complete)"),
     ] = False,
+    mix: Annotated[
+        list[str],
+        typer.Option(help="safety=SHARE: that share of each split from imported safety samples"),
+    ] = [],  # noqa: B006
+    pipeline: Annotated[
+        str | None, typer.Option(help="recipe whose export.mix applies when --mix is not given")
+    ] = None,
 ) -> None:
     """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card.
 
-    Written aside and renamed onto --out when complete; a non-empty --out needs --overwrite."""
-    from factory.export.hf import export
+    Written aside and renamed onto --out when complete; a non-empty --out needs --overwrite.
+    --mix safety=0.5 mixes in samples imported with `factory safety import` (DynaGuard's 50/50 mix)."""
+    from factory.export.hf import export, parse_mix
 
     def warn(message: str) -> None:
         console.print(f"[bold yellow]WARNING:[/] {escape(message)}", markup=True, highlight=False)
@@ -257,8 +265,19 @@ def export_cmd(
     path = _db(db)
     if not path.exists():
         _fail(f"{path} does not exist; run `factory build` first")
+    chosen = _run_guarded(parse_mix, mix) if mix else {}
+    if not mix and pipeline is not None:
+        chosen = dict(_run_guarded(load_recipe, pipeline).export.mix)
     info = _run_guarded(
-        export, path, out, seed=seed, val_frac=val_frac, test_frac=test_frac, overwrite=overwrite, warn=warn
+        export,
+        path,
+        out,
+        seed=seed,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        overwrite=overwrite,
+        warn=warn,
+        mix=chosen,
     )
     console.print(f"exported {info}")
 
