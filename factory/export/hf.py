@@ -182,14 +182,18 @@ def _stratified(recs: list[dict], k: int, seed: int) -> list[dict]:
 
 
 def mix_split(ours: list[dict], safety: list[dict], share: float, seed: int) -> list[dict]:
-    """One split with `share` of its rows from `safety`: the larger side is subsampled."""
+    """One split with `share` of its rows from `safety`: the larger side is subsampled, and the rows
+    are put in a seeded order, so that the first N rows (what `--limit` / GRPO's `limit` take) are a
+    sample of the mixture too."""
     if share <= 0 or not safety:
         return list(ours)
     want = round(len(ours) * share / (1 - share))
     if want <= len(safety):
-        return list(ours) + _stratified(safety, want, seed)
-    keep = round(len(safety) * (1 - share) / share)
-    return _stratified(ours, keep, seed) + list(safety)
+        rows = list(ours) + _stratified(safety, want, seed)
+    else:
+        keep = round(len(safety) * (1 - share) / share)
+        rows = _stratified(ours, keep, seed) + list(safety)
+    return sorted(rows, key=lambda rec: (_unit(seed, "order:" + rec["sample_id"]), rec["sample_id"]))
 
 
 def export(

@@ -142,6 +142,13 @@ def test_mix_split_ratio(ours: int, safety: int, share: float) -> None:
     assert abs(n_safety - share * len(rows)) <= 1
 
 
+def test_mixed_rows_are_interleaved() -> None:
+    """GRPO and --limit take the first N rows of a split: those must be a mixture too."""
+    rows = mix_split(_recs("dynabench", 200, 0), _recs("s", 200, 0), 0.5, seed=0)
+    first = Counter(r["source"] for r in rows[:40])
+    assert 10 <= first["s"] <= 30, first
+
+
 def test_bad_mix_values() -> None:
     assert parse_mix(["safety=0.5"]) == {"safety": 0.5}
     for bad, match in (("safety", "NAME=SHARE"), ("other=0.1", "unknown part"), ("safety=1", r"\[0, 1\)")):
