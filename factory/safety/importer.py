@@ -193,32 +193,45 @@ def _trace_of(rec: dict[str, Any]) -> tuple[str, str | None, str] | None:
 def load_traces(path: Path) -> dict[str, str]:
     """Reasoning traces by `match_key`.
 
-    A JSONL file (optionally .gz), one trace per line, in either form:
+    A JSONL file (one trace per line) or a JSON array (GuardReasonerTrain publishes its splits as
+    `.json` files), optionally gzipped, each trace in either form:
     * `{"prompt": ..., "response": ... (null or absent for a prompt-only row), "reasoning": ...}`
-    * GuardReasonerTrain's `{"instruction": ..., "input": "Human user:\\n<prompt>\\n\\nAI assistant:\\n<response>",
-      "output": "<reasoning steps> --- Answers: ..."}`: the reasoning is the output before its answers.
+    * GuardReasonerTrain's `{"instruction": ..., "input": "Human user:\\n<prompt>\\n\\nAI assistant:\\n<response
+      or None>", "output": "<reasoning steps> --- Answers: ..."}`: the reasoning is the output before
+      its answers.
     A row matches a trace when their prompt and response are equal after lower-casing and collapsing
     whitespace."""
     if not path.is_file():
         raise ConfigError(f"--traces {path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    traces: dict[str, str] = {}
     with opener(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
+        data = fh.read()
+    if data.lstrip()[:1] == b"[":
+        try:
+            records = list(enumerate(orjson.loads(data), start=1))
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"--traces {path}: not a valid JSON array ({exc})") from exc
+        where = "record"
+    else:
+        records = []
+        for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                rec = orjson.loads(line)
+                records.append((number, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
                 raise ConfigError(f"--traces {path}: line {number} is not JSON ({exc})") from exc
-            trace = _trace_of(rec) if isinstance(rec, dict) else None
-            if trace is None:
-                raise ConfigError(
-                    f"--traces {path}: line {number} has neither prompt/response/reasoning nor input/output"
-                )
-            prompt, response, reasoning = trace
-            if reasoning.strip():
-                traces[match_key(prompt, response)] = reasoning.strip()
+        where = "line"
+    traces: dict[str, str] = {}
+    for number, rec in records:
+        trace = _trace_of(rec) if isinstance(rec, dict) else None
+        if trace is None:
+            raise ConfigError(
+                f"--traces {path}: {where} {number} has neither prompt/response/reasoning nor input/output"
+            )
+        prompt, response, reasoning = trace
+        if reasoning.strip():
+            traces[match_key(prompt, response)] = reasoning.strip()
     return traces
 
 

@@ -208,6 +208,14 @@ def test_trace_matching_ignores_case_and_spacing(tmp_path: Path) -> None:
     path.write_text('{"something": 1}\n')
     with pytest.raises(ConfigError, match="line 1"):
         load_traces(path)
+    array = tmp_path / "WildGuardTrain-R.json"  # GuardReasonerTrain's files are JSON arrays
+    record = {
+        "instruction": "i",
+        "input": "Human user:\nHi\n\nAI assistant:\nNone\n\n",
+        "output": "step\n---\n\nAnswers: x",
+    }
+    array.write_bytes(orjson.dumps([record]))
+    assert load_traces(array) == {match_key("hi", None): "step"}
 
 
 def test_cli_prints_counts(tmp_path: Path) -> None:
