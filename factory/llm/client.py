@@ -181,6 +181,7 @@ class LLMClient:
                 counter.cost_usd += price_cost
                 counter.input_tokens += raw.usage.input_tokens
                 counter.output_tokens += raw.usage.output_tokens
+                counter.cached_input_tokens += raw.usage.cached_input_tokens
                 if not self.prices.is_priced(config.model):
                     counter.unpriced = True
                 if self.cache is not None:
@@ -198,6 +199,7 @@ class LLMClient:
             usage = Usage(
                 input_tokens=usage.input_tokens + raw.usage.input_tokens,
                 output_tokens=usage.output_tokens + raw.usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens + raw.usage.cached_input_tokens,
             )
             cost += price_cost
             if schema is None:
