@@ -40,6 +40,10 @@ def _table(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
     return con.sql(sql).pl()
 
 
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return column in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
 def _status_rows(con: duckdb.DuckDBPyConnection) -> tuple:
     runs = con.execute(
         "SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1"
@@ -153,10 +157,16 @@ def _stats_frames(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, ...]:
         "WHERE p.target_size IS NOT NULL",
     )
     written = _table(con, "SELECT d.num_turns FROM dialogues d JOIN slot_status USING (slot)")
+    cached = (
+        "coalesce(sum(cached_input_tokens), 0)"
+        if _has_column(con, "llm_calls", "cached_input_tokens")
+        else "0"
+    )
     cost = _table(
         con,
         "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
-        "sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd FROM llm_calls GROUP BY ALL ORDER BY stage",
+        f"{cached} AS tokens_cached, sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd "
+        "FROM llm_calls GROUP BY ALL ORDER BY stage",
     )
     return samples, filters, amb, cost, drawn, written
 
@@ -240,10 +250,12 @@ def stats_report(db: Path, out: Path) -> str:
     for r in cost.iter_rows(named=True):
         lines.append(
             f"  {r['stage']:10} {r['model']:28} calls={r['calls']:<7} tokens={r['tokens_in']}/{r['tokens_out']}"
-            f"  ${r['cost_usd']:.4f}"
+            f" (cached in: {r['tokens_cached']})  ${r['cost_usd']:.4f}"
         )
     if cost.height:
-        lines.append(f"  total ${cost['cost_usd'].sum():.4f}")
+        total = cost["cost_usd"].sum()
+        per = f", ${total / samples.height:.4f} per accepted sample" if samples.height else ""
+        lines.append(f"  total ${total:.4f}{per}")
     try:
         _plots(samples, amb, out)
     except OSError as exc:
