@@ -18,6 +18,7 @@ is handled the same way (NULL / missing reads as 0).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -256,7 +257,9 @@ class RequestCache:
             "reasoning": completion.reasoning,
             "cached_input_tokens": completion.usage.cached_input_tokens,
         }
-        os.write(self._fd, orjson.dumps(row) + b"\n")
+        line = orjson.dumps(row) + b"\n"
+        if os.write(self._fd, line) != len(line):  # a short write: the disk is full, the line is torn
+            raise OSError(errno.ENOSPC, f"short write to {self.journal_path}: no space left on device")
         self._pending[key] = row
         if len(self._pending) >= self.flush_every:
             self.flush()
@@ -279,9 +282,14 @@ class RequestCache:
         os.ftruncate(self._fd, 0)
         self._flushed = False
 
-    def close(self) -> None:
-        self.flush()
-        os.close(self._fd)
+    def close(self, flush: bool = True) -> None:
+        """Flush pending entries and close the journal. flush=False when the database cannot be
+        written (disk full): the journal keeps the pending entries for the next run."""
+        if flush:
+            self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     # -- internals -------------------------------------------------------------------------
     def _insert(self, rows: list[dict[str, Any]]) -> None:
