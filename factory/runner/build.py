@@ -324,14 +324,17 @@ async def build(
 
 
 def _run_estimate(store: Store, recipe: Recipe, endpoints: dict, n: int, seed: int, banks: object) -> dict:
-    """The estimate this run is measured against: the latest `--dry-run` one for this --n (it may
-    come from a pilot), else the recipe's."""
+    """The estimate this run is measured against: the latest `--dry-run` one for this --n, seed and
+    models (it may come from a pilot), else the recipe's."""
     rows = store.query(
         "SELECT estimate_json FROM estimates WHERE run_id IS NULL AND n_target = ? ORDER BY created_at DESC LIMIT 1",
         [n],
     )
     if rows:
-        return orjson.loads(rows[0][0])
+        est = orjson.loads(rows[0][0])
+        models = {stage: s.get("model") for stage, s in est.get("stages", {}).items()}
+        if models == {stage: endpoints[stage].spec for stage in models} and est.get("seed") == seed:
+            return est
     return estimate(recipe, endpoints, n, seed, recipe_factors(recipe), banks)  # type: ignore[arg-type]
 
 
