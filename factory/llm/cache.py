@@ -123,7 +123,8 @@ def journal_row_problem(row: Any) -> str | None:
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
     row.setdefault("reasoning", "")  # lines written before the reasoning column replay without it
-    row.setdefault("cached_input_tokens", 0)  # likewise lines from before cached-token accounting
+    if row.get("cached_input_tokens") is None:  # likewise lines from before cached-token accounting
+        row["cached_input_tokens"] = 0
     missing = [c for c in _COLUMNS if c not in row]
     if missing:
         return "missing " + ", ".join(missing)

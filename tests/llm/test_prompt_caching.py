@@ -92,3 +92,25 @@ def test_price_without_a_cached_rate_bills_cached_tokens_as_input():
     usage = Usage(input_tokens=1000, output_tokens=0, cached_input_tokens=800)
     assert table.cost("x", usage) == pytest.approx(1000 / 1e6)
     assert PriceTable().cost("gpt-4o", usage) == pytest.approx((200 * 2.5 + 800 * 1.25) / 1e6)
+
+
+def test_a_file_from_before_the_cached_tokens_column_is_migrated(tmp_path):
+    import duckdb
+
+    from factory.llm.cache import CACHE_DDL
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(CACHE_DDL.replace(",\n    cached_input_tokens BIGINT", ""))
+    con.execute(
+        "INSERT INTO llm_calls VALUES ('k0', 'openai', 'm', 's', 'ph', '[]', 'old', 'stop', 5, 2, 0.0, 0.0, "
+        "'m', 0.0, '')"
+    )
+    con.close()
+    store = Store(db)
+    try:
+        raw = store.cache.get("k0")
+        assert raw is not None and raw.usage == Usage(input_tokens=5, output_tokens=2, cached_input_tokens=0)
+        assert store.query("SELECT cached_input_tokens FROM llm_calls") == [(None,)]
+    finally:
+        store.close()
