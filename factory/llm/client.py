@@ -118,6 +118,8 @@ class LLMClient:
         self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
         self._closing = False
         self._on_wire = 0
+        # dollars paid in this process per request slot (LLMRequest.slot), for budget control
+        self.slot_cost: dict[int, float] = {}
         # set when an answer could not be written to the cache: no request is sent after it
         self.journal_error: OSError | None = None
 
@@ -183,6 +185,8 @@ class LLMClient:
                 price_cost = self.prices.cost(config.model, raw.usage)
                 counter.network_calls += 1
                 counter.cost_usd += price_cost
+                if request.slot is not None:
+                    self.slot_cost[request.slot] = self.slot_cost.get(request.slot, 0.0) + price_cost
                 counter.input_tokens += raw.usage.input_tokens
                 counter.output_tokens += raw.usage.output_tokens
                 counter.cached_input_tokens += raw.usage.cached_input_tokens

@@ -164,8 +164,8 @@ async def build(
             slot_cost_guess = est["total"]["cost_usd"] / est["slots"]
     # a resumed build has paid for earlier runs too: the ledger has every paid call
     spent_before = float(store.query("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls")[0][0])
-    slots_run = 0  # slots of this run that came back (for the running mean cost per slot)
-    over_budget = False
+    finished_slots: list[int] = []  # slots of this run that came back (for the mean cost per slot)
+    over_budget = False  # the next slot would pass the budget: none starts until the estimate allows
     already_done = committer.done
     start = time.monotonic()
     window = slot_window(endpoints, n)
@@ -206,16 +206,20 @@ async def build(
     try:
         with display:
             while not committer.done:
-                while (
-                    not over_budget
-                    and len(in_flight) < window
-                    and (retry_queue or (next_slot < max_slots and next_slot - committer.cursor < 4 * window))
+                over_budget = False
+                while len(in_flight) < window and (
+                    retry_queue or (next_slot < max_slots and next_slot - committer.cursor < 4 * window)
                 ):
                     if budget is not None:
-                        run_cost = client.accounting.total().cost_usd
-                        per_slot = run_cost / slots_run if slots_run >= 5 else max(slot_cost_guess, 0.0)
-                        if spent_before + run_cost + (len(in_flight) + 1) * per_slot > budget:
-                            over_budget = True  # the slots in flight finish; no new one starts
+                        # spent, plus what the slots in flight will still spend (the mean cost of a
+                        # finished slot of this run, less what each has spent so far) and the next slot
+                        paid = client.slot_cost
+                        done = [paid.get(s, 0.0) for s in finished_slots]
+                        per_slot = sum(done) / len(done) if len(done) >= 3 else slot_cost_guess
+                        pending = sum(max(0.0, per_slot - paid.get(s, 0.0)) for s in in_flight)
+                        spent_now = spent_before + client.accounting.total().cost_usd
+                        if spent_now + pending + per_slot > budget:
+                            over_budget = True  # the slots in flight finish first
                             break
                     slot = retry_queue.pop(0) if retry_queue else next_slot
                     if slot == next_slot:
@@ -250,7 +254,7 @@ async def build(
                             raise client.journal_error from None
                         raise
                     del in_flight[result.slot]
-                    slots_run += 1
+                    finished_slots.append(result.slot)
                     if result.transient is not None:
                         _retry_later(result, transient_tries, retry_queue)
                     else:
