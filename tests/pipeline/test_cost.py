@@ -127,8 +127,8 @@ def test_max_cost_stops_within_a_window_and_a_larger_budget_finishes_the_same_da
         slots = query(db, "SELECT count(*) FROM slot_status")[0][0]
         per_slot = spent / max(1, query(db, "SELECT count(*) FROM policies")[0][0])
         window = 8  # 2 x concurrency 4
-        assert spent <= budget + window * per_slot * 1.5, (spent, per_slot)
-        assert spent > budget - window * per_slot * 1.5
+        assert spent <= budget + window * per_slot, (spent, per_slot)  # within one in-flight window
+        assert spent > budget - window * per_slot
         assert 0 < len(samples(db)) < 30 and slots < 34
         status = flat(check_ok(run_factory(factory_cmd("status", "--db", db), env, tmp_path)).stdout)
         assert "per accepted sample" in status
