@@ -71,7 +71,8 @@ OVERSHOOT_SHARE = {
     Stage.TRACE: 0.0,
 }
 REASK_EXTRA_TOKENS = 60  # the re-ask instruction with its error
-# Typical lengths (characters) of what the models write, from GPT-4.1-mini / GPT-4o builds.
+# Assumed typical lengths (characters) of what the models write (not measured on real models here:
+# a --pilot against the real models replaces them by measured token counts).
 TYPICAL = {
     "agent_name": 8,
     "company": 22,
