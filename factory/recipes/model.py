@@ -199,6 +199,7 @@ class ExportConfig(_Strict):
                 raise ValueError(f"{key}: share {share:g} must be below 1")
         return mix
 
+
 class Recipe(_Strict):
     name: str
     description: str = ""
