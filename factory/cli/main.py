@@ -158,6 +158,19 @@ def build(
     model_for: Annotated[list[str], typer.Option(help="STAGE=provider:model, repeatable")] = [],  # noqa: B006
     db: DbOpt = Path(DEFAULT_DB),
     progress: Annotated[bool, typer.Option(help="live progress display")] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the expected calls, tokens and cost; make no call")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="with --dry-run: one JSON object on stdout")
+    ] = False,
+    pilot: Annotated[
+        int, typer.Option(help="with --dry-run: measure rates on a real build of this many samples first")
+    ] = 0,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", help="USD budget: stop (exit 5) before spent + in-flight cost passes it"),
+    ] = None,
 ) -> None:
     """Generate N samples into the DuckDB store (resumable: rerun the same command after a crash)."""
     from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
@@ -167,16 +180,27 @@ def build(
     if not 1 <= n < MAX_SEED:
         _fail(f"--n {n}: must be at least 1 (and below 2**63)")
     _check_seed(seed)
+    if max_cost is not None and not max_cost > 0:
+        _fail(f"--max-cost {max_cost}: must be a positive number of dollars")
+    if pilot < 0:
+        _fail(f"--pilot {pilot}: must be 0 (no pilot) or a number of samples")
+    if (as_json or pilot) and not dry_run:
+        _fail("--json and --pilot go with --dry-run")
     overrides = _parse_model_overrides(model, model_for)
     recipe = _run_guarded(load_recipe, pipeline)
     endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
+    if dry_run:
+        _dry_run(_db(db), recipe, endpoints, overrides, n, seed, pilot, as_json)
+        return
     specs = {stage: ep.spec for stage, ep in endpoints.items()}
     console.print(f"pipeline {recipe.name}, seed {seed}, db {_db(db)}")
     console.print("models: " + ", ".join(f"{k}={v}" for k, v in specs.items()))
     if any(ep.provider == "local" for ep in endpoints.values()):
         console.print(f"[bold yellow]WARNING:[/] {NOT_TRAINING_QUALITY}")
     try:
-        summary = asyncio.run(run_build(_db(db), recipe, n, seed, overrides, progress=progress))
+        summary = asyncio.run(
+            run_build(_db(db), recipe, n, seed, overrides, progress=progress, max_cost=max_cost)
+        )
     except INPUT_ERRORS as exc:
         _fail(str(exc))
     except Terminated as exc:
@@ -207,6 +231,44 @@ def build(
     )
     if any(ep.provider == "local" for ep in endpoints.values()):
         console.print(f"[bold yellow]REMINDER:[/] {NOT_TRAINING_QUALITY}")
+
+
+def _dry_run(db: Path, recipe, endpoints, overrides, n: int, seed: int, pilot: int, as_json: bool) -> None:  # noqa: ANN001
+    """The estimate, printed; stored in the db's `estimates` table (the next build of this --n
+    is compared against it in `factory status`)."""
+    import orjson
+
+    from factory.banks.loader import load_banks
+    from factory.runner.estimate import (
+        estimate,
+        format_estimate,
+        pilot_factors,
+        recipe_factors,
+        store_estimate,
+    )
+    from factory.store.db import Store
+
+    banks, _ = _run_guarded(load_banks, None)
+    if pilot:
+        console.print(f"pilot: building {pilot} samples into a temporary database to measure the rates")
+        factors = _run_guarded(
+            lambda: asyncio.run(pilot_factors(recipe, endpoints, pilot, seed, overrides, banks))
+        )
+    else:
+        factors = recipe_factors(recipe)
+    est = _run_guarded(estimate, recipe, endpoints, n, seed, factors, banks)
+    try:
+        store = Store(db)
+        try:
+            store_estimate(store, None, est)
+        finally:
+            store.close()
+    except (StoreError, ConfigError, OSError) as exc:
+        console.print(f"[bold yellow]WARNING:[/] the estimate was not stored in {db}: {escape(str(exc))}")
+    if as_json:
+        print(orjson.dumps(est).decode())
+    else:
+        print(format_estimate(est))
 
 
 @app.command()

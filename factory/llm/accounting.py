@@ -16,6 +16,7 @@ class Counter:
     failures: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cost_usd: float = 0.0  # paid in this process
     cost_cached_usd: float = 0.0  # what cache hits would have cost
     unpriced: bool = False
@@ -41,6 +42,7 @@ class Accounting:
                 "failures",
                 "input_tokens",
                 "output_tokens",
+                "cached_input_tokens",
                 "cost_usd",
                 "cost_cached_usd",
             ):
@@ -60,6 +62,7 @@ class Accounting:
                 "failures",
                 "input_tokens",
                 "output_tokens",
+                "cached_input_tokens",
                 "cost_usd",
                 "cost_cached_usd",
             ):

@@ -11,7 +11,9 @@ a warning naming the journal and the line, and kept in `<journal>.rejected`, nev
 
 `reasoning` holds the model's own reasoning when the provider returned it (empty otherwise). It was
 added after the first files were written: opening an older file adds the column (NULL, read back as
-""), and journal lines written without the key replay with an empty reasoning.
+""), and journal lines written without the key replay with an empty reasoning. `cached_input_tokens`
+(prompt tokens the provider read from its prompt cache, part of `input_tokens`) came later still and
+is handled the same way (NULL / missing reads as 0).
 """
 
 from __future__ import annotations
@@ -50,13 +52,17 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     latency_s DOUBLE,
     response_model VARCHAR,
     created_at DOUBLE,
-    reasoning VARCHAR
+    reasoning VARCHAR,
+    cached_input_tokens BIGINT
 )
 """
 
 # Columns added after the first release, for files created before them (CREATE TABLE IF NOT EXISTS
 # leaves an existing table as it is).
-CACHE_MIGRATIONS = ("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS reasoning VARCHAR",)
+CACHE_MIGRATIONS = (
+    "ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS reasoning VARCHAR",
+    "ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_input_tokens BIGINT",
+)
 
 _COLUMNS = [
     "key",
@@ -74,6 +80,7 @@ _COLUMNS = [
     "response_model",
     "created_at",
     "reasoning",
+    "cached_input_tokens",
 ]
 
 _STR_COLUMNS = (
@@ -88,7 +95,7 @@ _STR_COLUMNS = (
     "response_model",
     "reasoning",
 )
-_INT_COLUMNS = ("input_tokens", "output_tokens")
+_INT_COLUMNS = ("input_tokens", "output_tokens", "cached_input_tokens")
 _FLOAT_COLUMNS = ("cost_usd", "latency_s", "created_at")
 _INT64 = 1 << 63
 _WARN_LINES = 5  # journal lines warned about one by one; the rest are counted
@@ -116,6 +123,8 @@ def journal_row_problem(row: Any) -> str | None:
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
     row.setdefault("reasoning", "")  # lines written before the reasoning column replay without it
+    if row.get("cached_input_tokens") is None:  # likewise lines from before cached-token accounting
+        row["cached_input_tokens"] = 0
     missing = [c for c in _COLUMNS if c not in row]
     if missing:
         return "missing " + ", ".join(missing)
@@ -186,8 +195,8 @@ class RequestCache:
             with self.lock:
                 # fetchall, never fetchone: DuckDB refuses register() while a result is unfinished
                 rows = self.con.execute(
-                    "SELECT text, finish_reason, input_tokens, output_tokens, response_model, reasoning "
-                    "FROM llm_calls WHERE key = ?",
+                    "SELECT text, finish_reason, input_tokens, output_tokens, response_model, reasoning, "
+                    "cached_input_tokens FROM llm_calls WHERE key = ?",
                     [key],
                 ).fetchall()
             res = rows[0] if rows else None
@@ -198,7 +207,9 @@ class RequestCache:
             return RawCompletion(
                 text=res[0],
                 finish_reason=res[1] or "stop",
-                usage=Usage(input_tokens=res[2] or 0, output_tokens=res[3] or 0),
+                usage=Usage(
+                    input_tokens=res[2] or 0, output_tokens=res[3] or 0, cached_input_tokens=res[6] or 0
+                ),
                 model=res[4] or "",
                 reasoning=res[5] or "",
             )
@@ -206,7 +217,11 @@ class RequestCache:
         return RawCompletion(
             text=row["text"],
             finish_reason=row["finish_reason"],
-            usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
+            usage=Usage(
+                input_tokens=row["input_tokens"],
+                output_tokens=row["output_tokens"],
+                cached_input_tokens=row.get("cached_input_tokens") or 0,
+            ),
             model=row["response_model"],
             reasoning=row.get("reasoning") or "",
         )
@@ -241,6 +256,7 @@ class RequestCache:
             "response_model": completion.model,
             "created_at": time.time(),
             "reasoning": completion.reasoning,
+            "cached_input_tokens": completion.usage.cached_input_tokens,
         }
         line = orjson.dumps(row) + b"\n"
         if os.write(self._fd, line) != len(line):  # a short write: the disk is full, the line is torn

@@ -118,6 +118,8 @@ class LLMClient:
         self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
         self._closing = False
         self._on_wire = 0
+        # dollars paid in this process per request slot (LLMRequest.slot), for budget control
+        self.slot_cost: dict[int, float] = {}
         # set when an answer could not be written to the cache: no request is sent after it
         self.journal_error: OSError | None = None
 
@@ -183,8 +185,11 @@ class LLMClient:
                 price_cost = self.prices.cost(config.model, raw.usage)
                 counter.network_calls += 1
                 counter.cost_usd += price_cost
+                if request.slot is not None:
+                    self.slot_cost[request.slot] = self.slot_cost.get(request.slot, 0.0) + price_cost
                 counter.input_tokens += raw.usage.input_tokens
                 counter.output_tokens += raw.usage.output_tokens
+                counter.cached_input_tokens += raw.usage.cached_input_tokens
                 if not self.prices.is_priced(config.model):
                     counter.unpriced = True
                 if self.cache is not None:
@@ -207,6 +212,7 @@ class LLMClient:
             usage = Usage(
                 input_tokens=usage.input_tokens + raw.usage.input_tokens,
                 output_tokens=usage.output_tokens + raw.usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens + raw.usage.cached_input_tokens,
             )
             cost += price_cost
             if schema is None:

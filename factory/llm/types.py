@@ -46,8 +46,10 @@ class LLMRequest(BaseModel):
 
 
 class Usage(BaseModel):
-    input_tokens: int = 0
+    input_tokens: int = 0  # every prompt token, the cached ones included
     output_tokens: int = 0
+    # prompt tokens the provider read from its prompt cache (a shared prefix), billed at its cached rate
+    cached_input_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

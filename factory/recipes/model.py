@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,6 +29,7 @@ class PriceEntry(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     input: Usd
     output: Usd
+    cached_input: NotRequired[Usd]
 
 
 def _check_law_max(law: SizeLaw, limit: int, what: str) -> SizeLaw:
@@ -156,6 +157,30 @@ class FilterConfig(_Strict):
     simhash_max_distance: int = Field(default=3, ge=0, le=16)
 
 
+class CostConfig(_Strict):
+    """The budget and the rates the dry-run estimate assumes when no pilot measures them."""
+
+    max_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="stop starting slots once spent + in-flight cost would pass this (USD); --max-cost",
+    )
+    expected_drop_rate: float = Field(
+        default=0.10, ge=0, lt=1, description="share of slots the filters drop (estimate only)"
+    )
+    expected_reask_rate: float = Field(
+        default=0.02, ge=0, le=5, description="re-asks per call after an unusable answer (estimate only)"
+    )
+    expected_ambiguous_rule_rate: float = Field(
+        default=0.10,
+        ge=0,
+        lt=1,
+        description="share of rule judgements above the ambiguity threshold, each replaced by a spare "
+        "(estimate only; 0 is assumed when the threshold is 10)",
+    )
+
+
 class ExportConfig(_Strict):
     mix: dict[str, Share] = Field(
         default_factory=dict,
@@ -190,6 +215,7 @@ class Recipe(_Strict):
     paraphrase_temperature: float = Field(default=0.8, ge=0, le=2)
     persona_temperature: float = Field(default=1.0, ge=0, le=2)
     oversample_cap: float = Field(default=3.0, ge=1.0, description="give up after n * cap slots")
+    cost: CostConfig = Field(default_factory=CostConfig)
     pricing: dict[str, PriceEntry] = Field(
         default_factory=dict,
         description="extra prices, model: {input: USD per 1M tokens, output: USD per 1M tokens}, each >= 0",

@@ -15,7 +15,6 @@ Memory: at most `window` slots in flight and at most `4 * window` finished slots
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import time
 import uuid
@@ -34,9 +33,11 @@ from factory.llm.pricing import PriceTable
 from factory.recipes import STAGES, Recipe
 from factory.recipes.names import JUDGE_STAGES
 from factory.runner.committer import Committer
+from factory.runner.estimate import estimate, recipe_factors, store_estimate
 from factory.runner.fingerprint import describe_changes, run_fingerprint
 from factory.runner.progress import Progress
 from factory.runner.slot import SlotResult, run_slot
+from factory.runner.window import slot_window
 from factory.stages.context import BuildContext
 from factory.store.db import Store, is_disk_full
 from factory.store.live_status import clear_live_status, write_live_status
@@ -129,6 +130,8 @@ async def build(
     model_overrides: dict[str, str] | None = None,
     progress: bool = True,
     banks_root: Path | None = None,
+    max_cost: float | None = None,
+    record_estimate: bool = True,
 ) -> BuildSummary:
     if n < 1:
         raise ConfigError("--n must be at least 1")
@@ -151,12 +154,21 @@ async def build(
     ctx = BuildContext(store=store, client=client, banks=banks, recipe=recipe, seed=seed, endpoints=endpoints)
     committer = Committer(ctx, n)
     committer.restore()
+    budget = max_cost if max_cost is not None else recipe.cost.max_usd
+    slot_cost_guess = 0.0  # expected cost of one slot before this run has measured any
+    if record_estimate or budget is not None:
+        est = _run_estimate(store, recipe, endpoints, n, seed, banks)
+        if record_estimate:
+            store_estimate(store, run_id, est)
+        if est["total"]["cost_usd"] and est["slots"]:
+            slot_cost_guess = est["total"]["cost_usd"] / est["slots"]
+    # a resumed build has paid for earlier runs too: the ledger has every paid call
+    spent_before = float(store.query("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls")[0][0])
+    finished_slots: list[int] = []  # slots of this run that came back (for the mean cost per slot)
+    over_budget = False  # the next slot would pass the budget: none starts until the estimate allows
     already_done = committer.done
     start = time.monotonic()
-    # Enough slots in flight to keep every endpoint busy, but not many more than a small build needs:
-    # a slot started beyond the N-th accepted one is paid for and then thrown away.
-    busy = 2 * max(ep.concurrency if ep.provider != "local" else 1 for ep in endpoints.values())
-    window = max(2, min(busy, math.ceil(n * 1.2) + 2))
+    window = slot_window(endpoints, n)
     max_slots = committer.cursor + int(max(0, n - committer.accepted) * recipe.oversample_cap) + 50
     display = Progress(ctx, committer, n, enabled=progress and not already_done)
     last_beat = 0.0
@@ -194,13 +206,34 @@ async def build(
     try:
         with display:
             while not committer.done:
+                over_budget = False
                 while len(in_flight) < window and (
                     retry_queue or (next_slot < max_slots and next_slot - committer.cursor < 4 * window)
                 ):
+                    if budget is not None:
+                        # spent, plus what the slots in flight will still spend (the mean cost of a
+                        # finished slot of this run, less what each has spent so far) and the next slot
+                        paid = client.slot_cost
+                        done = [paid.get(s, 0.0) for s in finished_slots]
+                        per_slot = sum(done) / len(done) if len(done) >= 3 else slot_cost_guess
+                        pending = sum(max(0.0, per_slot - paid.get(s, 0.0)) for s in in_flight)
+                        spent_now = spent_before + client.accounting.total().cost_usd
+                        if spent_now + pending + per_slot > budget:
+                            over_budget = True  # the slots in flight finish first
+                            break
                     slot = retry_queue.pop(0) if retry_queue else next_slot
                     if slot == next_slot:
                         next_slot += 1
                     in_flight[slot] = asyncio.ensure_future(run_slot(ctx, slot))
+                if not in_flight and over_budget:
+                    spent = spent_before + client.accounting.total().cost_usd
+                    raise BuildStopped(
+                        f"budget reached: ${spent:.4f} spent of --max-cost ${budget:.4f} with "
+                        f"{committer.accepted}/{n} samples accepted (${spent / max(1, committer.accepted):.4f} "
+                        f"per accepted sample); rerun with a larger --max-cost (or recipe cost.max_usd) to "
+                        f"resume: nothing paid is lost",
+                        exit_code=5,
+                    )
                 if not in_flight:
                     raise BuildStopped(
                         f"gave up after {max_slots} slots with {committer.accepted}/{n} samples accepted: "
@@ -221,6 +254,7 @@ async def build(
                             raise client.journal_error from None
                         raise
                     del in_flight[result.slot]
+                    finished_slots.append(result.slot)
                     if result.transient is not None:
                         _retry_later(result, transient_tries, retry_queue)
                     else:
@@ -291,6 +325,21 @@ async def build(
         drained=drained,
         abandoned=abandoned,
     )
+
+
+def _run_estimate(store: Store, recipe: Recipe, endpoints: dict, n: int, seed: int, banks: object) -> dict:
+    """The estimate this run is measured against: the latest `--dry-run` one for this --n, seed and
+    models (it may come from a pilot), else the recipe's."""
+    rows = store.query(
+        "SELECT estimate_json FROM estimates WHERE run_id IS NULL AND n_target = ? ORDER BY created_at DESC LIMIT 1",
+        [n],
+    )
+    if rows:
+        est = orjson.loads(rows[0][0])
+        models = {stage: s.get("model") for stage, s in est.get("stages", {}).items()}
+        if models == {stage: endpoints[stage].spec for stage in models} and est.get("seed") == seed:
+            return est
+    return estimate(recipe, endpoints, n, seed, recipe_factors(recipe), banks)  # type: ignore[arg-type]
 
 
 def _retry_later(result: SlotResult, tries: dict[int, int], queue: list[int]) -> None:

@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 
 from factory.errors import ConfigError
-from factory.store.db import StoreError, StoreLockedError, open_error, open_readonly
+from factory.store.db import StoreError, StoreLockedError, open_error, open_readonly, table_names
 from factory.store.live_status import describe_live_status
 
 PAPER_TRAIN = {"policy_size": (1, 103, 4, 6.4), "turns": (1, 27, 2, 2.8)}  # min, max, median, mean
@@ -40,6 +40,10 @@ def _table(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
     return con.sql(sql).pl()
 
 
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return column in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
 def _status_rows(con: duckdb.DuckDBPyConnection) -> tuple:
     runs = con.execute(
         "SELECT pipeline, seed, n_target, status FROM runs ORDER BY started_at DESC LIMIT 1"
@@ -53,13 +57,65 @@ def _status_rows(con: duckdb.DuckDBPyConnection) -> tuple:
         "coalesce(sum(cost_usd),0) FROM llm_calls"
     ).fetchall()[0]
     fails = con.execute("SELECT count(*) FROM llm_failures").fetchall()[0][0]
-    return (runs[0] if runs else None), acc, drops, calls, fails
+    return (runs[0] if runs else None), acc, drops, calls, fails, _estimate_rows(con)
+
+
+def _estimate_rows(con: duckdb.DuckDBPyConnection) -> tuple[dict | None, dict[str, tuple]]:
+    """The estimate the latest build recorded (None in files from before estimates), and the
+    actual calls, tokens and cost per stage from the ledger."""
+    import orjson
+
+    if "estimates" not in table_names(con):
+        return None, {}
+    rows = con.execute(
+        "SELECT estimate_json FROM estimates WHERE run_id IS NOT NULL ORDER BY created_at DESC LIMIT 1"
+    ).fetchall()
+    if not rows:
+        return None, {}
+    actual = {
+        r[0]: tuple(r[1:])
+        for r in con.execute(
+            "SELECT stage, count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM llm_calls GROUP BY 1"
+        ).fetchall()
+    }
+    return orjson.loads(rows[0][0]), actual
+
+
+def _pct(actual: float, expected: float) -> str:
+    return f"{(actual - expected) / expected:+.0%}" if expected else "n/a"
+
+
+def estimate_lines(est: dict, actual: dict[str, tuple]) -> list[str]:
+    lines = [
+        f"estimate ({est['source']}, --n {est['n']}) against actual:",
+        f"  {'stage':10} {'calls est/actual':>22} {'input tok est/actual':>30} {'output tok est/actual':>30} "
+        f"{'cost est/actual':>24}",
+    ]
+    tot = [0, 0, 0, 0.0]
+    for stage, e in est["stages"].items():
+        a = actual.get(stage, (0, 0, 0, 0.0))
+        a = tuple(x or 0 for x in a)
+        tot = [t + x for t, x in zip(tot, a, strict=True)]
+        cost = "unpriced" if e["cost_usd"] is None else f"${e['cost_usd']:.4f}/${a[3]:.4f}"
+        lines.append(
+            f"  {stage:10} {e['calls']:>10}/{a[0]:<7} {_pct(a[0], e['calls']):>4} "
+            f"{e['input_tokens']:>12}/{a[1]:<11} {_pct(a[1], e['input_tokens']):>5} "
+            f"{e['output_tokens']:>12}/{a[2]:<11} {_pct(a[2], e['output_tokens']):>5} {cost:>24}"
+        )
+    t = est["total"]
+    cost = "unpriced" if t["cost_usd"] is None else f"${t['cost_usd']:.4f}/${tot[3]:.4f}"
+    lines.append(
+        f"  {'total':10} {t['calls']:>10}/{tot[0]:<7} {_pct(tot[0], t['calls']):>4} "
+        f"{t['input_tokens']:>12}/{tot[1]:<11} {_pct(tot[1], t['input_tokens']):>5} "
+        f"{t['output_tokens']:>12}/{tot[2]:<11} {_pct(tot[2], t['output_tokens']):>5} {cost:>24}"
+    )
+    return lines
 
 
 def status_text(db: Path) -> str:
     """Where the build stands. While a build holds the file: its heartbeat, in one line."""
     try:
-        run, acc, drops, calls, fails = _read(db, STATUS_TABLES, _status_rows)
+        run, acc, drops, calls, fails, (est, actual) = _read(db, STATUS_TABLES, _status_rows)
     except StoreLockedError:
         live = describe_live_status(db)
         if live is None:
@@ -70,10 +126,13 @@ def status_text(db: Path) -> str:
         lines.append(f"pipeline {run[0]}, seed {run[1]}, target {run[2]} samples, last run {run[3]}")
     lines.append(f"samples accepted: {acc}")
     lines.append("dropped: " + (", ".join(f"{r}={c}" for r, c in drops) or "none"))
+    per_sample = f"${calls[3] / acc:.4f} per accepted sample" if acc else "no sample accepted yet"
     lines.append(
-        f"LLM calls paid: {calls[0]} ({calls[1]} in / {calls[2]} out tokens, ${calls[3]:.4f}); "
+        f"LLM calls paid: {calls[0]} ({calls[1]} in / {calls[2]} out tokens, ${calls[3]:.4f}, {per_sample}); "
         f"failed calls: {fails}"
     )
+    if est is not None:
+        lines.extend(estimate_lines(est, actual))
     return "\n".join(lines)
 
 
@@ -98,10 +157,16 @@ def _stats_frames(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, ...]:
         "WHERE p.target_size IS NOT NULL",
     )
     written = _table(con, "SELECT d.num_turns FROM dialogues d JOIN slot_status USING (slot)")
+    cached = (
+        "coalesce(sum(cached_input_tokens), 0)"
+        if _has_column(con, "llm_calls", "cached_input_tokens")
+        else "0"
+    )
     cost = _table(
         con,
         "SELECT stage, model, count(*) AS calls, sum(input_tokens) AS tokens_in, "
-        "sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd FROM llm_calls GROUP BY ALL ORDER BY stage",
+        f"{cached} AS tokens_cached, sum(output_tokens) AS tokens_out, sum(cost_usd) AS cost_usd "
+        "FROM llm_calls GROUP BY ALL ORDER BY stage",
     )
     return samples, filters, amb, cost, drawn, written
 
@@ -185,10 +250,12 @@ def stats_report(db: Path, out: Path) -> str:
     for r in cost.iter_rows(named=True):
         lines.append(
             f"  {r['stage']:10} {r['model']:28} calls={r['calls']:<7} tokens={r['tokens_in']}/{r['tokens_out']}"
-            f"  ${r['cost_usd']:.4f}"
+            f" (cached in: {r['tokens_cached']})  ${r['cost_usd']:.4f}"
         )
     if cost.height:
-        lines.append(f"  total ${cost['cost_usd'].sum():.4f}")
+        total = cost["cost_usd"].sum()
+        per = f", ${total / samples.height:.4f} per accepted sample" if samples.height else ""
+        lines.append(f"  total ${total:.4f}{per}")
     try:
         _plots(samples, amb, out)
     except OSError as exc:

@@ -41,6 +41,9 @@ TABLES: dict[str, str] = {
     "slot_status": """
         CREATE TABLE IF NOT EXISTS slot_status (
             slot BIGINT PRIMARY KEY, status VARCHAR, reason VARCHAR)""",
+    "estimates": """
+        CREATE TABLE IF NOT EXISTS estimates (
+            run_id VARCHAR, created_at DOUBLE, n_target BIGINT, source VARCHAR, estimate_json VARCHAR)""",
     "llm_failures": """
         CREATE TABLE IF NOT EXISTS llm_failures (
             failed_at DOUBLE, slot BIGINT, key VARCHAR, stage VARCHAR, provider VARCHAR, model VARCHAR,

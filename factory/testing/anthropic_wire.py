@@ -166,6 +166,14 @@ class AnthropicWire:
             content.insert(0, block)
             out_chars += len(reasoning_text(seed))  # omitted thinking is billed all the same
         in_tokens = ntokens(len(orjson.dumps([system, messages])))
+        # explicit prompt caching: a system block list whose block carries cache_control
+        cache_read = cache_write = 0
+        if isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system):
+            text = "".join(b.get("text", "") for b in system if isinstance(b, dict))
+            size, hit = self._cached_prefix("anthropic", text)
+            size = min(size, in_tokens)
+            cache_read, cache_write = (size, 0) if hit else (0, size)
+            in_tokens -= size  # Anthropic's input_tokens excludes cache reads and writes
         out_tokens = ntokens(out_chars)
         rem_req, rem_tok = self._account(in_tokens + out_tokens)
         rid = self._next_id()
@@ -177,7 +185,12 @@ class AnthropicWire:
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+            "usage": {
+                "input_tokens": in_tokens,
+                "output_tokens": out_tokens,
+                "cache_read_input_tokens": cache_read,
+                "cache_creation_input_tokens": cache_write,
+            },
         }
         headers = self._ratelimit_headers("anthropic", rem_req, rem_tok)
         headers["request-id"] = f"req_{rid}"

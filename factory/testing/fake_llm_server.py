@@ -41,7 +41,13 @@ Failures are injected through a control API that is not part of any provider pro
   ``requests`` counts generation requests only (not ``GET /v1/models`` nor ``/_fake/``);
   ``repeated_bodies`` counts requests whose canonical JSON body (endpoint, model, messages, params)
   had been seen before; ``reasoning_requests`` counts answered requests that asked for reasoning and
-  ``reasoning_answers`` those whose answer carried it.
+  ``reasoning_answers`` those whose answer carried it; ``cached_tokens`` the prompt tokens reported as
+  read from the prompt cache.
+* Prompt caching, deterministic: a request whose prefix (OpenAI: the leading system messages; Anthropic:
+  the system blocks, when one carries ``cache_control``; Gemini: the system instruction) was sent
+  before on the same wire reports that prefix's tokens as cached (``prompt_tokens_details.cached_tokens``,
+  ``cache_read_input_tokens`` with ``cache_creation_input_tokens`` on the first, and
+  ``cachedContentTokenCount``).
 
 Per request the server decides, in this order: a missing/wrong key (``require_key``) => 401; the
 server-side limiter (``rate_limit``) => 429; the next applicable scripted fault (popped only by
@@ -96,7 +102,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from factory.testing.answers import MALFORMED_TEXT
+from factory.testing.answers import MALFORMED_TEXT, ntokens
 from factory.testing.anthropic_wire import AnthropicWire
 from factory.testing.faults import ERROR_STATUS, FAULT_KINDS, Fault, TokenBucket, parse_faults
 from factory.testing.google_wire import GoogleWire
@@ -197,6 +203,8 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self._auth_failures = 0
         self._reasoning_requests = 0
         self._reasoning_answers = 0
+        self._prefixes: set[str] = set()
+        self._cached_tokens = 0
         self._win = int(time.time() // 60)
         self._win_reqs = 0
         self._win_tokens = 0
@@ -234,6 +242,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
             "auth_failures": self._auth_failures,
             "reasoning_requests": self._reasoning_requests,
             "reasoning_answers": self._reasoning_answers,
+            "cached_tokens": self._cached_tokens,
         }
 
     @property
@@ -481,6 +490,19 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         """Count an answered request that asked for reasoning / whose answer carries it."""
         self._reasoning_requests += asked
         self._reasoning_answers += answered
+
+    def _cached_prefix(self, provider: str, prefix: str) -> tuple[int, bool]:
+        """Prompt caching, deterministically: (tokens of `prefix`, whether a previous request to this
+        provider's wire sent the same prefix, i.e. a cache hit). The first request writes it."""
+        if not prefix:
+            return 0, False
+        key = f"{provider}\0{prefix}"
+        n = ntokens(len(prefix))
+        if key in self._prefixes:
+            self._cached_tokens += n
+            return n, True
+        self._prefixes.add(key)
+        return n, False
 
     def _account(self, tokens: int) -> tuple[int, int]:
         win = int(time.time() // 60)

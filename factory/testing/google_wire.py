@@ -93,6 +93,10 @@ class GoogleWire:
             }
             candidates.append(cand)
         prompt_tokens = ntokens(len(orjson.dumps([system, contents])))
+        # implicit caching: the system instruction is the prefix
+        parts = (system or {}).get("parts") if isinstance(system, dict) else None
+        text = "".join(p.get("text", "") for p in parts or [] if isinstance(p, dict))
+        size, hit = self._cached_prefix("google", text)
         out_tokens = ntokens(out_chars)
         thought_tokens = ntokens(thought_chars) if thoughts else 0
         self._account(prompt_tokens + out_tokens + thought_tokens)
@@ -103,6 +107,8 @@ class GoogleWire:
         }
         if thoughts:
             usage["thoughtsTokenCount"] = thought_tokens
+        if hit:
+            usage["cachedContentTokenCount"] = min(size, prompt_tokens)
         payload = {
             "candidates": candidates,
             "usageMetadata": usage,

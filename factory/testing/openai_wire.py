@@ -134,6 +134,18 @@ class OpenAIWire:
                 }
             )
         prompt_tokens = ntokens(len(orjson.dumps(messages)))
+        # implicit prompt caching: the leading system messages are the prefix
+        lead = []
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role") not in ("system", "developer"):
+                break
+            lead.append(
+                m.get("content")
+                if isinstance(m.get("content"), str)
+                else orjson.dumps(m.get("content")).decode()
+            )
+        size, hit = self._cached_prefix("openai", "\n".join(lead))
+        cached_tokens = min(size, prompt_tokens) if hit else 0
         completion_tokens = ntokens(out_chars)
         total = prompt_tokens + completion_tokens
         rem_req, rem_tok = self._account(total)
@@ -147,6 +159,7 @@ class OpenAIWire:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": total,
+                "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
             },
             "system_fingerprint": "fp_fake",
         }

@@ -17,6 +17,11 @@ compatibility"):
 * no temperature other than 1 (nor top_k): ``temperature`` is left out (the API's default is 1);
 * ``top_p`` only within [0.95, 1]: a value below 0.95 is left out.
 
+Prompt caching: the system prompt goes as one text block with ``cache_control`` (ephemeral), so the
+long static instructions of a stage are read from the cache on later calls; usage then reports
+``cache_read_input_tokens`` / ``cache_creation_input_tokens`` apart from ``input_tokens``, and
+``Usage.input_tokens`` is their sum, ``Usage.cached_input_tokens`` the reads.
+
 Models from Claude Opus 4.7 on refuse ``thinking.type="enabled"`` (they take only ``adaptive``
 thinking with an ``effort``), so a budget there is a 400 error; Claude 3.7 Sonnet and the Claude 4
 models up to 4.6 accept it.
@@ -96,7 +101,9 @@ class AnthropicProvider(Provider):
             else:
                 kwargs["tool_choice"] = {"type": "tool", "name": name}
         if system:
-            kwargs["system"] = system
+            # prompt caching: the system prompt (instructions, worked examples) is the static
+            # prefix every call of a stage shares; cache reads cost a tenth of the input price
+            kwargs["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
         try:
             raw = await self.client.messages.with_raw_response.create(**kwargs)
         except (
@@ -119,14 +126,28 @@ class AnthropicProvider(Provider):
             model=data.get("model", model),
             response_id=data.get("id", ""),
             reasoning=reasoning,
-            usage=Usage(
-                input_tokens=usage.get("input_tokens") or 0, output_tokens=usage.get("output_tokens") or 0
-            ),
+            usage=_usage(usage),
         )
         return completion, raw.http_response.headers
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    """Anthropic's `input_tokens` leaves out the prompt-cache reads and writes: they are added, and
+    the reads are the cached input tokens (writes are billed as plain input here)."""
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    read = count("cache_read_input_tokens")
+    return Usage(
+        input_tokens=count("input_tokens") + read + count("cache_creation_input_tokens"),
+        output_tokens=count("output_tokens"),
+        cached_input_tokens=read,
+    )
 
 
 def _read_blocks(blocks: list[Any], structured: bool) -> tuple[str, str]:

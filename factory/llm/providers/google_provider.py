@@ -105,6 +105,8 @@ class GoogleProvider(Provider):
         usage = Usage(
             input_tokens=(um.prompt_token_count or 0) if um else 0,
             output_tokens=((um.candidates_token_count or 0) + (um.thoughts_token_count or 0)) if um else 0,
+            # implicit caching: prompt_token_count includes the cached prefix
+            cached_input_tokens=(um.cached_content_token_count or 0) if um else 0,
         )
         headers = dict(resp.sdk_http_response.headers or {}) if resp.sdk_http_response else {}
         return RawCompletion(

@@ -131,12 +131,20 @@ class OpenAIProvider(Provider):
             usage=Usage(
                 input_tokens=usage.get("prompt_tokens") or 0,
                 output_tokens=usage.get("completion_tokens") or 0,
+                cached_input_tokens=_cached_tokens(usage),
             ),
         )
         return completion, http.headers
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _cached_tokens(usage: Any) -> int:
+    """Prompt tokens read from OpenAI's implicit prompt cache (`prompt_tokens_details.cached_tokens`)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
