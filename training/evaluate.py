@@ -75,15 +75,17 @@ def evaluate(
     batch_size: int = 16,
     model_name: str = "",
     on_batch: Callable[[int], None] | None = None,
+    template: str | None = None,
 ) -> EvalReport:
-    """Run ``predictor`` over ``rows`` (export rows) and score it."""
+    """Run ``predictor`` over ``rows`` (export rows) and score it; prompts in ``template``'s layout
+    (training.format.TEMPLATES, default dynaguard)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     rows = [dict(r) for r in rows]
     records: list[dict[str, Any]] = []
     for start in range(0, len(rows), max(1, batch_size)):
         batch = rows[start : start + batch_size]
-        outputs = predictor.predict([build_prompt_messages(r) for r in batch], mode)
+        outputs = predictor.predict([build_prompt_messages(r, template=template) for r in batch], mode)
         if len(outputs) != len(batch):
             raise ValueError(f"predictor returned {len(outputs)} outputs for {len(batch)} inputs")
         for row, text in zip(batch, outputs, strict=True):

@@ -51,7 +51,9 @@ def compose_policy(
     """Draw n rules: a share from the industry's own rules, the rest from 1-4 generic categories.
 
     Generic categories are picked first and drawn from as themes; if they run dry, the remaining
-    rules come from any generic category, so a policy of 100 rules is still possible.
+    rules come from any generic category, so a policy of 100 rules is still possible. `banks` may be
+    one split's pool (factory.stages.splits); when it is too small for the drawn size, the policy is
+    topped up with any other rule of that same pool, never from outside it.
     """
     rng = slot_rng(seed, slot, "policy")
     industry = rng.choice(banks.industries)
@@ -76,6 +78,11 @@ def compose_policy(
         extra = [r for r in own if r not in chosen]
         chosen += extra[: n - len(chosen) - len(generic)]
     rules = chosen + generic
+    if len(rules) < size:  # small pools (a split's share of the bank): any rule of this pool
+        taken = {r.id for r in rules}
+        rest = [r for r in banks.all_rules if r.id not in taken]
+        rest = list({r.id: r for r in rest}.values())
+        rules += rng.sample(rest, min(len(rest), size - len(rules)))
     rng.shuffle(rules)
     policy_id = "pol-" + stable_id(seed, slot, *sorted(r.id for r in rules), length=12)
     return ComposedPolicy(
