@@ -161,8 +161,8 @@ def build(
 ) -> None:
     """Generate N samples into the DuckDB store (resumable: rerun the same command after a crash)."""
     from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
+    from factory.runner.build import Terminated, resolve_endpoints
     from factory.runner.build import build as run_build
-    from factory.runner.build import resolve_endpoints
 
     if not 1 <= n < MAX_SEED:
         _fail(f"--n {n}: must be at least 1 (and below 2**63)")
@@ -179,6 +179,9 @@ def build(
         summary = asyncio.run(run_build(_db(db), recipe, n, seed, overrides, progress=progress))
     except INPUT_ERRORS as exc:
         _fail(str(exc))
+    except Terminated as exc:
+        console.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
     except BuildStopped as exc:
         _fail(str(exc), code=exc.exit_code)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ added after the first files were written: opening an older file adds the column 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -241,7 +242,9 @@ class RequestCache:
             "created_at": time.time(),
             "reasoning": completion.reasoning,
         }
-        os.write(self._fd, orjson.dumps(row) + b"\n")
+        line = orjson.dumps(row) + b"\n"
+        if os.write(self._fd, line) != len(line):  # a short write: the disk is full, the line is torn
+            raise OSError(errno.ENOSPC, f"short write to {self.journal_path}: no space left on device")
         self._pending[key] = row
         if len(self._pending) >= self.flush_every:
             self.flush()
@@ -264,9 +267,14 @@ class RequestCache:
         os.ftruncate(self._fd, 0)
         self._flushed = False
 
-    def close(self) -> None:
-        self.flush()
-        os.close(self._fd)
+    def close(self, flush: bool = True) -> None:
+        """Flush pending entries and close the journal. flush=False when the database cannot be
+        written (disk full): the journal keeps the pending entries for the next run."""
+        if flush:
+            self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     # -- internals -------------------------------------------------------------------------
     def _insert(self, rows: list[dict[str, Any]]) -> None:

@@ -118,6 +118,8 @@ class LLMClient:
         self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
         self._closing = False
         self._on_wire = 0
+        # set when an answer could not be written to the cache: no request is sent after it
+        self.journal_error: OSError | None = None
 
     def stop_new_requests(self) -> None:
         """From now on no request goes out (they raise ClientClosing); requests already on the wire
@@ -140,10 +142,12 @@ class LLMClient:
             ep = self._endpoints[key] = Endpoint(config)
         return ep
 
-    async def aclose(self) -> None:
+    async def aclose(self, flush_cache: bool = True) -> None:
+        """Close the provider clients and flush the cache (flush_cache=False: its owner flushes it,
+        or cannot because its database is not writable; the journal keeps the entries)."""
         for ep in self._endpoints.values():
             await ep.provider.aclose()
-        if self.cache is not None:
+        if self.cache is not None and flush_cache:
             self.cache.flush()
 
     # -- the one public call ---------------------------------------------------------------
@@ -184,17 +188,22 @@ class LLMClient:
                 if not self.prices.is_priced(config.model):
                     counter.unpriced = True
                 if self.cache is not None:
-                    self.cache.put(
-                        key,
-                        provider=config.provider,
-                        model=config.model,
-                        stage=request.stage,
-                        prompt_hash=request.prompt_hash,
-                        request_json=orjson.dumps(messages).decode(),
-                        completion=raw,
-                        cost_usd=price_cost,
-                        latency_s=elapsed,
-                    )
+                    try:
+                        self.cache.put(
+                            key,
+                            provider=config.provider,
+                            model=config.model,
+                            stage=request.stage,
+                            prompt_hash=request.prompt_hash,
+                            request_json=orjson.dumps(messages).decode(),
+                            completion=raw,
+                            cost_usd=price_cost,
+                            latency_s=elapsed,
+                        )
+                    except OSError as exc:  # the journal cannot be written (disk full): every
+                        self.journal_error = exc  # further answer would be paid for and lost
+                        self.stop_new_requests()
+                        raise
             usage = Usage(
                 input_tokens=usage.input_tokens + raw.usage.input_tokens,
                 output_tokens=usage.output_tokens + raw.usage.output_tokens,

@@ -29,7 +29,7 @@ from factory.errors import BuildStopped, ConfigError
 from factory.llm.auto import resolve_auto
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
-from factory.llm.errors import ProviderOutage
+from factory.llm.errors import ClientClosing, ProviderOutage
 from factory.llm.pricing import PriceTable
 from factory.recipes import STAGES, Recipe
 from factory.recipes.names import JUDGE_STAGES
@@ -38,7 +38,7 @@ from factory.runner.fingerprint import describe_changes, run_fingerprint
 from factory.runner.progress import Progress
 from factory.runner.slot import SlotResult, run_slot
 from factory.stages.context import BuildContext
-from factory.store.db import Store
+from factory.store.db import Store, is_disk_full
 from factory.store.live_status import clear_live_status, write_live_status
 
 # A slot whose provider calls failed for transport reasons (after each request's own retries,
@@ -46,6 +46,13 @@ from factory.store.live_status import clear_live_status, write_live_status
 SLOT_TRANSIENT_RETRIES = 3
 # How long in-flight requests are awaited (and journaled) when a build ends or is interrupted.
 DRAIN_GRACE_S = 30.0
+
+
+class Terminated(BuildStopped):
+    """The build was stopped by SIGTERM after draining (exit 143, as for a process killed by it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=128 + signal.SIGTERM)
 
 
 @dataclass
@@ -163,8 +170,19 @@ async def build(
     heartbeat(force=True)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
-    try:  # SIGTERM drains like Ctrl-C
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)  # type: ignore[union-attr]
+    assert main_task is not None
+    terminated = draining = False
+
+    def on_sigterm() -> None:
+        """SIGTERM drains like Ctrl-C (a second one while draining changes nothing: the drain is
+        bounded by its grace period)."""
+        nonlocal terminated
+        if not draining:
+            terminated = True
+            main_task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
         pass
 
@@ -198,6 +216,10 @@ async def build(
                         result = task.result()  # fatal provider/config errors propagate from here
                     except ProviderOutage as exc:
                         raise BuildStopped(str(exc), exit_code=3) from exc
+                    except ClientClosing:  # the client stopped itself: an answer could not be journaled
+                        if client.journal_error is not None:
+                            raise client.journal_error from None
+                        raise
                     del in_flight[result.slot]
                     if result.transient is not None:
                         _retry_later(result, transient_tries, retry_queue)
@@ -206,9 +228,27 @@ async def build(
                 store.maybe_flush()
                 display.update()
                 heartbeat()
+    except OSError as exc:  # a journal write (an answer on its way to the store) found the disk full
+        if is_disk_full(exc):
+            raise store.disk_full(exc) from exc
+        raise
+    except asyncio.CancelledError:
+        if not terminated:
+            raise  # Ctrl-C: asyncio.run turns it into KeyboardInterrupt once we are done
+        main_task.uncancel()
+        raise Terminated(
+            "stopped by SIGTERM: every answer received was journaled; rerun the same command to resume "
+            "(it pays only for requests that had no answer yet)"
+        ) from None
     finally:
+        draining = True
         drained, abandoned = await _drain(client, in_flight, store)
-        if drained or abandoned:
+        if (drained or abandoned) and store.failed is not None:
+            display.console.print(
+                f"{drained + abandoned} request(s) on the wire when the build stopped could not be kept "
+                f"(the store cannot be written) and will be sent again"
+            )
+        elif drained or abandoned:
             display.console.print(
                 f"kept {drained} answer(s) that were on the wire when the build stopped"
                 + (
@@ -221,14 +261,22 @@ async def build(
             loop.remove_signal_handler(signal.SIGTERM)
         except (NotImplementedError, RuntimeError):  # pragma: no cover
             pass
-        await client.aclose()
-        status = "finished" if committer.done else "interrupted"
-        store.flush()
-        store.query(
-            "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, time.time(), run_id]
-        )
-        store.close()
-        clear_live_status(db)
+        try:
+            if store.failed is None:  # a store that hit a full disk is not written again
+                status = "finished" if committer.done else "interrupted"
+                store.flush()
+                store.query(
+                    "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                    [status, time.time(), run_id],
+                )
+        finally:
+            try:
+                await client.aclose(flush_cache=False)  # store.flush wrote the cache's entries
+            finally:
+                try:
+                    store.close()
+                finally:
+                    clear_live_status(db)
     total = client.accounting.total()
     return BuildSummary(
         accepted=committer.accepted,

@@ -14,6 +14,7 @@ replaced by a new database when a build opens it).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -214,6 +215,14 @@ def open_readonly(path: Path, need: Iterable[str] = FACTORY_TABLES) -> duckdb.Du
     return con
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for lack of space (an OSError, or DuckDB's error text for one)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
 class Store:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -241,6 +250,7 @@ class Store:
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema] = {}
         self._last_flush = time.monotonic()
+        self.failed: StoreError | None = None  # set when a write failed for lack of disk space
         self._cache: RequestCache | None = None
         if not read_only:
             try:
@@ -303,9 +313,13 @@ class Store:
         A write DuckDB refuses (disk full, the file gone read-only) rolls the transaction back
         and raises StoreError; the buffers and the journal keep everything for a rerun."""
         with self.lock:
+            if self.failed is not None:
+                raise self.failed
             try:
                 self._write_batch()
-            except duckdb.Error as exc:
+            except (duckdb.Error, OSError) as exc:
+                if is_disk_full(exc):
+                    raise self.disk_full(exc) from exc
                 raise StoreError(
                     f"cannot write to {self.path}: {_detail(exc)}; the LLM answers are kept in "
                     f"{self.journal_path}, so the same command, rerun once this is fixed, pays for "
@@ -356,12 +370,30 @@ class Store:
         with self.lock:
             return self.con.execute(sql, params or []).fetchall()
 
+    def disk_full(self, exc: BaseException) -> StoreError:
+        """The store cannot be written for lack of space: no more writes (a failed commit leaves
+        what was committed before intact, and unfolded answers stay in the journal)."""
+        if self.failed is None:
+            quota = "quota" in str(exc).lower() or getattr(exc, "errno", None) == errno.EDQUOT
+            self.failed = StoreError(
+                f"the disk holding {self.path} is full ({'disk quota exceeded' if quota else 'no space left'}); "
+                f"nothing more is written. Everything committed is intact: free some space (or move "
+                f"{self.path.name} and its .journal and .wal files to a bigger disk and point --db there) "
+                f"and rerun the command to resume."
+            )
+        return self.failed
+
     def close(self) -> None:
         """Flush, fold the journal in, checkpoint, close.
 
         A failed final CHECKPOINT (disk full, typically) is not an error: everything is committed
         by then and kept in the write-ahead log, which DuckDB folds in on the next open."""
         if self.read_only:
+            self.con.close()
+            return
+        if self.failed is not None:  # the disk is full: write nothing more, the journal keeps the rest
+            if self._cache is not None:
+                self._cache.close(flush=False)
             self.con.close()
             return
         self.flush()

@@ -25,6 +25,10 @@ import yaml
 
 from factory.testing.server_process import FakeServerProcess
 
+# The checkout under test: CLI subprocesses run from temporary folders, where `import factory` would
+# otherwise find whatever the environment's editable install points at (another worktree).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 PERMISSIVE: dict[str, Any] = {
     "name": "pipetest",
     "models": {"default": "auto"},
@@ -57,6 +61,7 @@ def cli_env(url: str | None, *, key: str = "test", tmp: Path | None = None, **ex
         env.pop(var, None)
     if url is not None:
         env.update(OPENAI_BASE_URL=url + "/v1", OPENAI_API_KEY=key, FACTORY_MODEL="fake-model")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["COLUMNS"] = "400"  # keep rich from wrapping messages we grep
     env["PYTHONUNBUFFERED"] = "1"
     if tmp is not None:

@@ -180,3 +180,23 @@ def test_rejected_key_stops_build_then_correct_run_completes(tmp_path: Path) -> 
     assert query(db, "SELECT count(*) FROM samples")[0][0] == n
     assert query(db, "SELECT status FROM runs ORDER BY started_at") == [("interrupted",), ("finished",)]
     check_rows(db)
+
+
+def test_nothing_but_garbage_stops_the_build_early(tmp_path: Path) -> None:
+    """A model that never returns usable output stops the build with exit 4 and one line, long
+    before the oversample budget is spent."""
+    recipe = write_recipe(
+        tmp_path / "junk.yaml", endpoint_defaults={"max_retries": 0, "max_reasks": 1}, oversample_cap=50
+    )
+    db = tmp_path / "junk.duckdb"
+    with fake_server() as server:
+        server.script({"kind": "wrong_schema", "times": 5000})
+        result = run_factory(build_cmd(db, recipe, 200), cli_env(server.url, tmp=tmp_path), tmp_path)
+        requests = server.stats()["requests"]
+    assert result.returncode == 4, result.stderr
+    message = flat(result.stderr)
+    assert (
+        "keeps returning unusable output for the paraphrase stage" in message and "Traceback" not in message
+    )
+    assert requests < 300  # 25 failed calls in a row (2 attempts each) and those already in flight
+    assert query(db, "SELECT count(*) FROM samples")[0][0] == 0

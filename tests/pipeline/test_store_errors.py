@@ -264,11 +264,17 @@ def test_failed_write_is_a_store_error_and_keeps_the_rows(tmp_path: Path) -> Non
     with pytest.raises(StoreError) as err:
         store.flush()
     message = _one_line(err.value)
-    assert message.startswith(f"cannot write to {db}: ") and "No space left" in message
+    assert message.startswith(f"the disk holding {db} is full (no space left)") and "rerun" in message
+    # a full disk is sticky for this process: nothing more is written (the rerun resumes), and the
+    # failed transaction left nothing half-written
     store.con = real
-    store.flush()  # the buffered rows were kept, and written once
-    assert store.query("SELECT count(*) FROM filter_log") == [(10,)]
+    with pytest.raises(StoreError):
+        store.flush()
+    assert store.query("SELECT count(*) FROM filter_log") == [(0,)]
     store.close()
+    again = Store(db)
+    assert again.query("SELECT count(*) FROM filter_log") == [(0,)]
+    again.close()
 
 
 @pytest.fixture
