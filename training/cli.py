@@ -276,6 +276,18 @@ def eval_command(
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     template: str | None = TEMPLATE_OPT,
+    runs: int = typer.Option(
+        1, "--runs", min=1, help="Sampled runs; metrics pooled, mean and spread over runs."
+    ),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        min=0.0,
+        help="Sample at this temperature (default greedy; 0.6 when --runs > 1).",
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", min=0, help="Top-k when sampling (local models; paper: 300)."
+    ),
 ) -> None:
     """Score a guardian on an export split: F1/recall/precision/FPR/accuracy (FAIL = positive),
     unparseable rate, per-slice tables and plots."""
@@ -307,6 +319,9 @@ def eval_command(
         batch_size=batch_size,
         model_name=model,
         template=_check_template(template),
+        runs=runs,
+        temperature=temperature,
+        top_k=top_k,
     )
     paths = save_report(report, out_dir, plots=plots)
     typer.echo(paths["table"].read_text())  # already rendered by rich; echo keeps its width
