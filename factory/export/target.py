@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from factory.errors import ConfigError
+from factory.store.live_status import pid_alive
 
 # the top-level entries an export writes; --overwrite replaces only a folder made of these
 EXPORT_ENTRIES = frozenset({"hf", "parquet", "jsonl", "stats", "README.md"})
@@ -94,7 +95,7 @@ def clean_leftovers(real: Path) -> None:
         if not m:
             continue
         pid = int(m[2])
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         if m[1] == "old" and not os.path.lexists(real):
             try:
@@ -137,16 +138,6 @@ def discard(tmp: Path) -> None:
 def _some(names: Iterable[str], k: int = 3) -> str:
     names = list(names)
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:
