@@ -52,8 +52,9 @@ def compose_policy(
 
     Generic categories are picked first and drawn from as themes; if they run dry, the remaining
     rules come from any generic category, so a policy of 100 rules is still possible. `banks` may be
-    one split's pool (factory.stages.splits); when it is too small for the drawn size, the policy is
-    topped up with any other rule of that same pool, never from outside it.
+    one split's pool (factory.stages.splits); a pool too small for the drawn size gives a smaller
+    policy, and one with no rule for this industry and no generic rule gives a policy of other
+    industries' rules of that same pool, never rules from outside it.
     """
     rng = slot_rng(seed, slot, "policy")
     industry = rng.choice(banks.industries)
@@ -78,11 +79,9 @@ def compose_policy(
         extra = [r for r in own if r not in chosen]
         chosen += extra[: n - len(chosen) - len(generic)]
     rules = chosen + generic
-    if len(rules) < size:  # small pools (a split's share of the bank): any rule of this pool
-        taken = {r.id for r in rules}
-        rest = [r for r in banks.all_rules if r.id not in taken]
-        rest = list({r.id: r for r in rest}.values())
-        rules += rng.sample(rest, min(len(rest), size - len(rules)))
+    if not rules:  # a small pool (a split's share of the bank) with nothing for this industry
+        rest = list({r.id: r for r in banks.all_rules}.values())
+        rules = rng.sample(rest, min(len(rest), size))
     rng.shuffle(rules)
     policy_id = "pol-" + stable_id(seed, slot, *sorted(r.id for r in rules), length=12)
     return ComposedPolicy(
