@@ -258,11 +258,19 @@ def export_cmd(
         bool,
         typer.Option("--overwrite", help="replace a previous export at --out (swapped in when complete)"),
     ] = False,
+    mix: Annotated[
+        list[str],
+        typer.Option(help="safety=SHARE: that share of each split from imported safety samples"),
+    ] = [],  # noqa: B006
+    pipeline: Annotated[
+        str | None, typer.Option(help="recipe whose export.mix applies when --mix is not given")
+    ] = None,
 ) -> None:
     """Export a Hugging Face DatasetDict (hf/), Parquet and JSONL per split, and a dataset card.
 
-    Written aside and renamed onto --out when complete; a non-empty --out needs --overwrite."""
-    from factory.export.hf import export
+    Written aside and renamed onto --out when complete; a non-empty --out needs --overwrite.
+    --mix safety=0.5 mixes in samples imported with `factory safety import` (DynaGuard's 50/50 mix)."""
+    from factory.export.hf import export, parse_mix
 
     def warn(message: str) -> None:
         console.print(f"[bold yellow]WARNING:[/] {escape(message)}", markup=True, highlight=False)
@@ -270,8 +278,19 @@ def export_cmd(
     path = _db(db)
     if not path.exists():
         _fail(f"{path} does not exist; run `factory build` first")
+    chosen = _run_guarded(parse_mix, mix) if mix else {}
+    if not mix and pipeline is not None:
+        chosen = dict(_run_guarded(load_recipe, pipeline).export.mix)
     info = _run_guarded(
-        export, path, out, seed=seed, val_frac=val_frac, test_frac=test_frac, overwrite=overwrite, warn=warn
+        export,
+        path,
+        out,
+        seed=seed,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        overwrite=overwrite,
+        warn=warn,
+        mix=chosen,
     )
     console.print(f"exported {info}")
 
@@ -302,6 +321,38 @@ def push(
     except (ConfigError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"pushed to {url}")
+
+
+safety_app = typer.Typer(
+    no_args_is_help=True,
+    help="Safety datasets (BeaverTails, WildGuardMix, ToxicChat, Aegis 2.0) as policies.",
+)
+app.add_typer(safety_app, name="safety")
+
+
+@safety_app.command("import")
+def safety_import(
+    name: Annotated[str, typer.Argument(help="beavertails, wildguardmix, toxicchat or aegis2")],
+    source: Annotated[
+        str, typer.Option("--source", help="local file/folder in the dataset's format, or a Hub id")
+    ],
+    db: DbOpt = Path(DEFAULT_DB),
+    limit: Annotated[int | None, typer.Option(help="read at most K rows of the source")] = None,
+    traces: Annotated[
+        Path | None, typer.Option(help="JSONL of reasoning traces (GuardReasoner style) to attach")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the policy draws")] = 0,
+    config: Annotated[str | None, typer.Option(help="Hub config name (Hub ids only)")] = None,
+) -> None:
+    """Convert a safety dataset to policy-compliance samples (table safety_samples); re-import replaces."""
+    from factory.safety.importer import import_source
+
+    _check_seed(seed)
+    report = _run_guarded(
+        import_source, _db(db), name, source, limit=limit, traces=traces, seed=seed, config=config
+    )
+    for line in report.lines():
+        console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 banks_app = typer.Typer(no_args_is_help=True, help="Check and grow the seed banks.")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
+from factory.safety.licences import LICENCES
+from factory.store.sample_row import OWN_SOURCE
+
 
 def dataset_card(
     dd,  # noqa: ANN001
@@ -11,8 +14,10 @@ def dataset_card(
     *,
     unfinished: tuple[int, int, str | None] | None = None,
     split_info=None,  # noqa: ANN001  (factory.export.hf.SplitInfo; None: policy-level hashing, not measured)
+    sources: dict[str, dict[str, int]] | None = None,
 ) -> str:
-    """The card; `unfinished` = (samples, target, last run status) puts a notice right under the title."""
+    """The card; `unfinished` = (samples, target, last run status) puts a notice right under the title;
+    `sources` (source -> rows per split and with reasoning) adds the sources section with licences."""
     n = sum(len(ds) for ds in dd.values())
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
     # `datasets.load_dataset` fails on every split when one listed split has no rows, so the Hub
@@ -29,6 +34,7 @@ def dataset_card(
         else ""
     )
     notice = _unfinished_notice(*unfinished) if unfinished else ""
+    sources_text = _sources_section(sources or {})
     return f"""---
 license: other
 task_categories:
@@ -82,7 +88,9 @@ whose splits are all empty is not listed.
 turns), `violated_rules` (1-based), `explanation`, `reasoning` (may be empty), `trace_mode`
 (think/answer), `industry`, `dynamic` (normal_comply, trick_resist, trick_break, normal_break),
 `near_miss`, `num_rules`, `num_turns`, `intended_label`, `agrees_with_intent`, `max_ambiguity`,
-`models` (JSON: the model behind each stage), `rule_ids` (bank ids of the policy's rules).
+`models` (JSON: the model behind each stage), `source` (`dynabench` for generated samples, else
+the safety dataset), `source_id` (the row's id in its source), `source_labels` (JSON: the source's
+original labels; empty for generated samples), `rule_ids` (bank ids of the policy's rules).
 
 DynaBench-compatible columns: `transcript` uses the published DynaBench prefixes (`'User': ` and
 `'Agent': `, one turn per line; the structured `turns` keep the exact messages), `base_id` (the
@@ -93,6 +101,7 @@ outside a DynaBench-style test set), plus our extras: industry, dynamic, near_mi
 violated_rules), `formatted_input` (`<rules>` and `<transcript>` blocks) and `formatted_output`
 (`<think>`/`<answer>` for samples with a reasoning trace, else `<answer>`/`<explanation>`).
 
+{sources_text}
 ## Statistics
 
 ```
@@ -143,6 +152,45 @@ def _split_text(splits) -> str:  # noqa: ANN001
             f"train/validation {o['train/validation']}, validation/test {o['validation/test']}."
         )
     return textwrap.fill(text, width=100)
+
+
+def _sources_section(sources: dict[str, dict[str, int]]) -> str:
+    imported = {k: v for k, v in sources.items() if k != OWN_SOURCE}
+    if not imported:
+        return ""
+    rows = []
+    for name, counts in sorted(sources.items(), key=lambda kv: (kv[0] != OWN_SOURCE, kv[0])):
+        n = counts["train"] + counts["validation"] + counts["test"]
+        lic = LICENCES.get(name)
+        licence = f"{lic.licence} ({lic.hub_id}): {lic.terms}" if lic else "this dataset's licence"
+        share = f"{counts['reasoning'] / n:.0%}" if n else "0%"
+        rows.append(
+            f"| {name} | {counts['train']} | {counts['validation']} | {counts['test']} | {share} | {licence} |"
+        )
+    restricted = [LICENCES[k] for k in sorted(imported) if k in LICENCES and LICENCES[k].restricted]
+    warning = ""
+    if restricted:
+        listed = "; ".join(f"{lic.source} ({lic.licence}: {lic.terms})" for lic in restricted)
+        text = (
+            f"**Warning: restricted sources.** Rows from {listed} carry their source's terms: this mixed "
+            f"dataset may not be used beyond what the most restrictive of them allows (no commercial use "
+            f"for CC-BY-NC sources; research use under the AI2 Responsible Use Guidelines for WildGuardMix). "
+            f"Filter on `source` to drop them."
+        )
+        warning = "\n" + textwrap.fill(text, width=100, initial_indent="> ", subsequent_indent="> ") + "\n"
+    table = "\n".join(rows)
+    return f"""
+## Sources and licences
+
+Imported safety samples (`factory safety import`) are mixed with the generated ones: each source's
+labels were turned into policy rules from its own taxonomy (a harmful response breaks the rules of
+its categories; the other rules of a policy are categories the row does not flag), so these rows are
+only as accurate as the source's labels. The statistics below describe the generated samples only.
+{warning}
+| source | train | validation | test | with reasoning | licence and terms |
+|---|---|---|---|---|---|
+{table}
+"""
 
 
 def _unfinished_notice(samples: int, target: int, status: str | None) -> str:

@@ -17,6 +17,14 @@ to hf/, parquet/ and jsonl/, and `datasets.load_from_disk` loads it with 0 rows.
 An unfinished build (last run not finished, or fewer samples than its target) still exports; the
 caller is warned through `warn` and the card says so near the top.
 
+Mixing (`mix={"safety": r}`, `factory export --mix safety=0.5`, or a recipe's `export.mix`): the
+imported safety samples (table `safety_samples`, `factory safety import`) join the factory's own so
+that a share r of every split comes from the safety sources (DynaGuard's SFT mix is 0.5). Safety
+rows get their split from a seeded hash of (source, source_id). Per split, all of the smaller side
+is kept and the larger side is subsampled (seeded) to the ratio, stratified by source and by
+whether a row has a reasoning trace, so each source keeps its share of rows and of reasoning
+traces. Every exported row has `source` ("dynabench" for the factory's own samples).
+
 Test hook: the environment variable `FACTORY_EXPORT_PAUSE_S` (seconds) makes the export sleep after
 writing hf/ and parquet/ into the partial folder, so that tests can kill it mid-export. It is read
 nowhere else and has no effect when unset.
@@ -39,9 +47,10 @@ import polars as pl
 from factory.errors import ConfigError
 from factory.export.card import dataset_card
 from factory.export.target import check_target, clean_leftovers, discard, make_partial, swap_in
-from factory.store.sample_row import export_features, export_record
+from factory.store.sample_row import OWN_SOURCE, export_features, export_record
 
 SPLITS = ("train", "validation", "test")
+MIX_KEYS = ("safety",)
 PAUSE_ENV = "FACTORY_EXPORT_PAUSE_S"
 
 
@@ -111,8 +120,84 @@ def build_state(db: Path, samples: int) -> BuildState:
     return BuildState(samples, None if target is None else int(target), status)
 
 
+def load_safety_samples(db: Path) -> list[dict[str, Any]]:
+    con = _connect(db)
+    try:
+        return con.sql("SELECT * FROM safety_samples ORDER BY sample_id").pl().to_dicts()
+    except duckdb.CatalogException:  # nothing imported into this store
+        return []
+    finally:
+        con.close()
+
+
 def to_records(df: pl.DataFrame) -> list[dict]:
     return [export_record(r) for r in df.iter_rows(named=True)]
+
+
+def parse_mix(items: list[str] | dict[str, float] | None) -> dict[str, float]:
+    """`["safety=0.5"]` (the CLI) or `{"safety": 0.5}` (a recipe) -> a checked mix."""
+    if not items:
+        return {}
+    pairs: dict[str, Any] = {}
+    if isinstance(items, dict):
+        pairs = dict(items)
+    else:
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--mix expects NAME=SHARE (e.g. safety=0.5), got {item!r}")
+            pairs[key.strip()] = value.strip()
+    mix: dict[str, float] = {}
+    for key, value in pairs.items():
+        if key not in MIX_KEYS:
+            raise ConfigError(f"--mix: unknown part {key!r}; parts: {', '.join(MIX_KEYS)}")
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--mix {key}={value}: the share must be a number in [0, 1)") from None
+        if not 0 <= share < 1:
+            raise ConfigError(f"--mix {key}={value}: the share must be in [0, 1)")
+        mix[key] = share
+    return mix
+
+
+def _unit(seed: int, key: str) -> float:
+    return int.from_bytes(hashlib.sha256(f"{seed}:mix:{key}".encode()).digest()[:8], "big") / 2**64
+
+
+def _stratified(recs: list[dict], k: int, seed: int) -> list[dict]:
+    """k of `recs`, drawn by a seeded hash, in proportion to each (source, has reasoning) stratum
+    (largest remainder), keeping the input order."""
+    if k >= len(recs):
+        return list(recs)
+    strata: dict[tuple[str, bool], list[int]] = {}
+    for i, rec in enumerate(recs):
+        strata.setdefault((rec["source"], bool(rec["reasoning"])), []).append(i)
+    quota = {key: k * len(idx) / len(recs) for key, idx in strata.items()}
+    counts = {key: int(q) for key, q in quota.items()}
+    rest = k - sum(counts.values())
+    for key in sorted(quota, key=lambda key: (-(quota[key] - counts[key]), key))[:rest]:
+        counts[key] += 1
+    chosen: set[int] = set()
+    for key, idx in strata.items():
+        ranked = sorted(idx, key=lambda i: (_unit(seed, recs[i]["sample_id"]), i))
+        chosen.update(ranked[: counts[key]])
+    return [rec for i, rec in enumerate(recs) if i in chosen]
+
+
+def mix_split(ours: list[dict], safety: list[dict], share: float, seed: int) -> list[dict]:
+    """One split with `share` of its rows from `safety`: the larger side is subsampled, and the rows
+    are put in a seeded order, so that the first N rows (what `--limit` / GRPO's `limit` take) are a
+    sample of the mixture too."""
+    if share <= 0 or not safety:
+        return list(ours)
+    want = round(len(ours) * share / (1 - share))
+    if want <= len(safety):
+        rows = list(ours) + _stratified(safety, want, seed)
+    else:
+        keep = round(len(safety) * (1 - share) / share)
+        rows = _stratified(ours, keep, seed) + list(safety)
+    return sorted(rows, key=lambda rec: (_unit(seed, "order:" + rec["sample_id"]), rec["sample_id"]))
 
 
 def export(
@@ -124,14 +209,17 @@ def export(
     test_frac: float = 0.05,
     overwrite: bool = False,
     warn: Callable[[str], None] | None = None,
+    mix: dict[str, float] | None = None,
 ) -> str:
     """Export the store's samples to `out`; returns a one-line summary.
 
-    Raises `ConfigError` (one line, naming the path or flag) for bad fractions, an empty store, or
-    a target that is a file, not writable, or a non-empty folder without `overwrite`.
+    Raises `ConfigError` (one line, naming the path or flag) for bad fractions, an empty store, a
+    mix with no safety samples to mix in, or a target that is a file, not writable, or a non-empty
+    folder without `overwrite`.
     """
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise ConfigError("--val-frac and --test-frac must be in [0, 1) and sum to less than 1")
+    share = parse_mix(mix).get("safety", 0.0)
     clean_leftovers(Path(os.path.realpath(out)))
     real = check_target(out, overwrite=overwrite, db=db)
     df = load_samples(db)
@@ -149,7 +237,20 @@ def export(
         stored += bool(split)
         by_split[split or split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
     method = "rules" if stored == df.height else "policy" if stored == 0 else "mixed"
-    split_info = SplitInfo(method=method, overlap=rule_overlap(by_split))
+    if share > 0:
+        safety_rows = load_safety_samples(db)
+        if not safety_rows:
+            raise ConfigError(
+                f"--mix safety={share:g}: {db} holds no safety samples; run `factory safety import` first"
+            )
+        safety_by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        for row in safety_rows:
+            key = f"safety:{row['source']}:{row['source_id']}"
+            safety_by_split[split_of(key, seed, val_frac, test_frac)].append(export_record(row))
+        by_split = {s: mix_split(by_split[s], safety_by_split[s], share, seed) for s in SPLITS}
+    # measured on the factory's own samples: imported safety rows carry no bank rule ids
+    own = {s: [r for r in rows if r["source"] == OWN_SOURCE] for s, rows in by_split.items()}
+    split_info = SplitInfo(method=method, overlap=rule_overlap(own))
 
     tmp = make_partial(real, out)
     try:
@@ -167,7 +268,11 @@ def export(
         f"; split by {split_info.method}, train/test share {split_info.overlap['train/test']} bank rule(s)"
     )
     tail = f"; unfinished build ({state.samples}/{state.target})" if notice else ""
-    return f"{df.height} samples to {out} ({sizes}){tail}"
+    total = sum(len(rows) for rows in by_split.values())
+    if share > 0:
+        imported = sum(1 for rows in by_split.values() for r in rows if r["source"] != OWN_SOURCE)
+        tail += f"; mix: {imported} safety samples ({imported / max(total, 1):.0%})"
+    return f"{total} samples to {out} ({sizes}){tail}"
 
 
 @dataclass(frozen=True)
@@ -216,10 +321,21 @@ def _write(
 
     stats_text = stats_report(db, tmp / "stats")
     unfinished = (state.samples, state.target, state.status) if state.unfinished else None
-    (tmp / "README.md").write_text(
-        dataset_card(dd, stats_text, unfinished=unfinished, split_info=split_info), encoding="utf-8"
-    )
+    sources = source_summary(by_split)
+    card = dataset_card(dd, stats_text, unfinished=unfinished, sources=sources, split_info=split_info)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
     return dd
+
+
+def source_summary(by_split: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
+    """Per source: rows per split and rows with a reasoning trace (for the card)."""
+    out: dict[str, dict[str, int]] = {}
+    for split, rows in by_split.items():
+        for rec in rows:
+            entry = out.setdefault(rec["source"], dict.fromkeys((*SPLITS, "reasoning"), 0))
+            entry[split] += 1
+            entry["reasoning"] += bool(rec["reasoning"])
+    return out
 
 
 def _test_pause() -> None:

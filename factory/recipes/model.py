@@ -176,6 +176,25 @@ class SplitConfig(_Strict):
         return test
 
 
+class ExportConfig(_Strict):
+    mix: dict[str, Share] = Field(
+        default_factory=dict,
+        description="share of each split taken from other sources at export, e.g. {safety: 0.5} "
+        "(imported with `factory safety import`); the default export has none",
+    )
+
+    @field_validator("mix")
+    @classmethod
+    def _check_mix(cls, mix: dict[str, float]) -> dict[str, float]:
+        unknown = set(mix) - {"safety"}
+        if unknown:
+            raise ValueError(f"unknown mix part(s) {sorted(unknown)}; parts: ['safety']")
+        for key, share in mix.items():
+            if share >= 1:
+                raise ValueError(f"{key}: share {share:g} must be below 1")
+        return mix
+
+
 class Recipe(_Strict):
     name: str
     description: str = ""
@@ -188,6 +207,7 @@ class Recipe(_Strict):
     traces: TraceConfig = Field(default_factory=TraceConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     splits: SplitConfig = Field(default_factory=SplitConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     paraphrase_temperature: float = Field(default=0.8, ge=0, le=2)
     persona_temperature: float = Field(default=1.0, ge=0, le=2)
     oversample_cap: float = Field(default=3.0, ge=1.0, description="give up after n * cap slots")

@@ -94,10 +94,68 @@ METADATA_KEYS = (
     "business_impact",
 )
 
+# Provenance, exported on every row: `source` is "dynabench" for the factory's own samples and the
+# dataset name (beavertails, wildguardmix, toxicchat, aegis2) for imported safety samples; a
+# factory sample's `source_id` is its sample_id and its `source_labels` is empty.
+PROVENANCE_COLUMNS: tuple[Column, ...] = (
+    Column("source", "VARCHAR", "string"),
+    Column("source_id", "VARCHAR", "string"),
+    Column("source_labels_json", "VARCHAR", "string", "source_labels"),
+)
+OWN_SOURCE = "dynabench"
+
+EXPORTED = tuple(c for c in (*SAMPLE_COLUMNS, *PROVENANCE_COLUMNS) if c.feature is not None)
+
+# Imported safety samples (`factory safety import`): table `safety_samples`. Its columns are a subset
+# of the sample row's (same names, types and features) plus the provenance columns and a few of its
+# own; an exported safety row gets the missing sample columns as empty values, so both kinds of row
+# share one set of exported features (`export_features`).
+_SHARED = {c.name: c for c in SAMPLE_COLUMNS}
+SAFETY_COLUMNS: tuple[Column, ...] = (
+    Column("sample_id", "VARCHAR PRIMARY KEY", "string"),
+    *PROVENANCE_COLUMNS,
+    Column("source_split", "VARCHAR"),  # the split of the original dataset the row came from
+    Column("prompt_only", "BOOLEAN"),  # no response: judged with user-side rules
+    *(
+        _SHARED[name]
+        for name in (
+            "policy_id",
+            "policy",
+            "transcript",
+            "label",
+            "rules",
+            "rule_ids",
+            "turns_json",
+            "rule_labels_json",
+            "violated_rules",
+            "explanation",
+            "reasoning",
+            "trace_mode",
+            "num_rules",
+            "num_turns",
+        )
+    ),
+)
+SAFETY_FIELDS = frozenset(c.name for c in SAFETY_COLUMNS)
+
 
 def samples_ddl() -> str:
     cols = ", ".join(f"{c.name} {c.sql}" for c in SAMPLE_COLUMNS)
     return f"CREATE TABLE IF NOT EXISTS samples ({cols})"
+
+
+def safety_ddl() -> str:
+    cols = ", ".join(f"{c.name} {c.sql}" for c in SAFETY_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS safety_samples ({cols})"
+
+
+def safety_row(**values: Any) -> dict[str, Any]:
+    """A row for `safety_samples`; every column must be given, and nothing else."""
+    missing = SAFETY_FIELDS - values.keys()
+    extra = values.keys() - SAFETY_FIELDS
+    if missing or extra:
+        raise ValueError(f"safety row: missing {sorted(missing)}, unknown {sorted(extra)}")
+    return values
 
 
 def sample_row(**values: Any) -> dict[str, Any]:
@@ -120,10 +178,18 @@ def _plain(value: Any, feature: Feature) -> Any:
 
 
 def export_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored sample row as an exported record (exported columns only, JSON parsed)."""
+    """A stored row (of `samples` or `safety_samples`) as an exported record (exported columns only,
+    JSON parsed). A `samples` row gets the provenance of the factory's own data; a column a
+    `safety_samples` row does not have is exported empty."""
     out = {}
+    own = "source" not in row
     for c in EXPORTED:
-        value = row[c.name]
+        if own and c.name == "source":
+            value = OWN_SOURCE
+        elif own and c.name == "source_id":
+            value = row["sample_id"]
+        else:
+            value = row.get(c.name)
         if c.parse_json:
             value = orjson.loads(value) if value else []
         out[c.exported_as] = _plain(value, c.feature)

@@ -57,7 +57,7 @@ def _load(model: str) -> Any:
     with _LOAD_LOCK:
         if model not in _MODELS:
             try:
-                from llama_cpp import Llama
+                from llama_cpp import Llama, LlamaRAMCache
             except ImportError as exc:
                 raise FatalProviderError(
                     "llama-cpp-python is not installed: pip install -e '.[local]' "
@@ -66,9 +66,16 @@ def _load(model: str) -> Any:
                     model=model,
                 ) from exc
             threads = int(os.environ.get("FACTORY_LOCAL_THREADS", "1"))
-            _MODELS[model] = Llama(
+            llm = Llama(
                 model_path=str(gguf_path(model)), n_ctx=4096, n_threads=threads, verbose=False, seed=0
             )
+            # Every stage's long static instructions come first (the system message), so the model
+            # state after a prompt's prefix is reused by the next call of the same stage instead of
+            # being evaluated again: on one CPU thread, prompt evaluation is most of a call's time.
+            llm.set_cache(
+                LlamaRAMCache(capacity_bytes=int(os.environ.get("FACTORY_LOCAL_CACHE_MB", "512")) << 20)
+            )
+            _MODELS[model] = llm
         return _MODELS[model]
 
 
