@@ -149,6 +149,24 @@ SEED_OPT = typer.Option(None, "--seed", help="Random seed.")
 CPU_OPT = typer.Option(False, "--cpu", help="Train on CPU in float32 (use_cpu=True, bf16=False).")
 
 
+TEMPLATE_OPT = typer.Option(
+    None,
+    "--template",
+    help="Prompt template: dynaguard (default; <rules>/<transcript> in, <think>/<answer>/<explanation> out, "
+    "as DynaGuard's models use) or factory (the earlier POLICY/DIALOGUE layout).",
+)
+
+
+def _check_template(name: str | None) -> str | None:
+    from training.format import TEMPLATES
+
+    if name is not None and name not in TEMPLATES:
+        raise typer.BadParameter(
+            f"unknown template {name!r}; choose from {', '.join(TEMPLATES)}", param_hint="'--template'"
+        )
+    return name
+
+
 @train_app.command("sft")
 def sft_command(
     data: Path | None = DATA_OPT,
@@ -165,12 +183,14 @@ def sft_command(
     think_fraction: float | None = typer.Option(
         None, "--think-fraction", min=0.0, max=1.0, help="Share of reasoning-mode targets (default: 1/3)."
     ),
+    template: str | None = TEMPLATE_OPT,
 ) -> None:
     """Supervised fine-tuning with dual-mode targets and assistant-only loss."""
     from training.sft import run_sft
 
     overrides = _common_overrides(data, model, out, lora, resume, max_steps, limit, learning_rate, seed, cpu)
     overrides["think_fraction"] = think_fraction
+    overrides["template"] = _check_template(template)
     _run("sft", run_sft, _load_config("sft", config, overrides))
 
 
@@ -255,6 +275,19 @@ def eval_command(
     ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    template: str | None = TEMPLATE_OPT,
+    runs: int = typer.Option(
+        1, "--runs", min=1, help="Sampled runs; metrics pooled, mean and spread over runs."
+    ),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        min=0.0,
+        help="Sample at this temperature (default greedy; 0.6 when --runs > 1).",
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", min=0, help="Top-k when sampling (local models; paper: 300)."
+    ),
 ) -> None:
     """Score a guardian on an export split: F1/recall/precision/FPR/accuracy (FAIL = positive),
     unparseable rate, per-slice tables and plots."""
@@ -279,7 +312,17 @@ def eval_command(
     name = Path(model).name if Path(model).exists() else model.replace("/", "_").replace(":", "_")
     out_dir = out or Path("outputs") / "eval" / f"{name}-{split}-{mode.value}"
     typer.echo(f"evaluating {model} on {data}, split {split} ({len(rows)} rows, mode={mode.value})")
-    report = evaluate(predictor, rows, mode=mode.value, batch_size=batch_size, model_name=model)
+    report = evaluate(
+        predictor,
+        rows,
+        mode=mode.value,
+        batch_size=batch_size,
+        model_name=model,
+        template=_check_template(template),
+        runs=runs,
+        temperature=temperature,
+        top_k=top_k,
+    )
     paths = save_report(report, out_dir, plots=plots)
     typer.echo(paths["table"].read_text())  # already rendered by rich; echo keeps its width
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))

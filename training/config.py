@@ -42,6 +42,9 @@ class CommonRunConfig(BaseModel):
     limit: int | None = Field(None, description="use only the first N training rows")
     eval_limit: int | None = None
     seed: int = 42
+    template: Literal["dynaguard", "factory"] = Field(
+        "dynaguard", description="prompt template (training.format.TEMPLATES); dynaguard: DynaGuard's layout"
+    )
 
     # Model adaptation
     lora: bool = False

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,12 @@ def mine_hard_pairs(
     k: int,
     modes: Sequence[str],
     max_pairs_per_input: int | None = None,
+    template: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Sample ``k`` continuations per row with ``sampler(prompts, k)`` and build hard pairs."""
     prompts = [
-        render_prompt(tokenizer, build_prompt_messages(r), m) for r, m in zip(rows, modes, strict=True)
+        render_prompt(tokenizer, build_prompt_messages(r, template=template), m)
+        for r, m in zip(rows, modes, strict=True)
     ]
     samples = sampler(prompts, k)
     pairs: list[dict[str, Any]] = []
@@ -134,19 +137,21 @@ def mine_hard_pairs(
 
 
 def label_flip_pairs(
-    rows: Sequence[dict[str, Any]], tokenizer: Any, modes: Sequence[str]
+    rows: Sequence[dict[str, Any]], tokenizer: Any, modes: Sequence[str], template: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Chosen = gold target, rejected = the same target with the verdict flipped."""
     pairs = []
     for row, mode in zip(rows, modes, strict=True):
         gold = row["label"]
-        target = build_target(gold, mode, row.get("reasoning") or "", row.get("explanation") or "")
+        target = build_target(gold, mode, row.get("reasoning") or "", row.get("explanation") or "", template)
         flipped = "PASS" if gold == "FAIL" else "FAIL"
-        wrong = target.replace(f"{ANSWER_OPEN}{gold}{ANSWER_CLOSE}", f"{ANSWER_OPEN}{flipped}{ANSWER_CLOSE}")
+        # the verdict inside the answer tags, whatever the template's whitespace around it
+        answer = re.compile(rf"({re.escape(ANSWER_OPEN)}\s*){gold}(\s*{re.escape(ANSWER_CLOSE)})")
+        wrong = answer.sub(rf"\g<1>{flipped}\g<2>", target, count=1)
         prefill = PREFILL[mode]
         pairs.append(
             {
-                "prompt": render_prompt(tokenizer, build_prompt_messages(row), mode),
+                "prompt": render_prompt(tokenizer, build_prompt_messages(row, template=template), mode),
                 "chosen": target[len(prefill) :],
                 "rejected": wrong[len(prefill) :],
                 "hardness": 1.0,
@@ -208,10 +213,11 @@ def run_dpo(config: DPORunConfig) -> Path:
             config.k,
             modes,
             config.max_pairs_per_input,
+            config.template,
         )
     else:
         modes = _modes(rows, config.mode, config.think_fraction, config.seed, need_reasoning=True)
-        pairs, stats = label_flip_pairs(rows, tokenizer, modes)
+        pairs, stats = label_flip_pairs(rows, tokenizer, modes, config.template)
     with pairs_file.open("w") as fh:
         for p in pairs:
             fh.write(json.dumps(p, ensure_ascii=False) + "\n")

@@ -75,15 +75,54 @@ def evaluate(
     batch_size: int = 16,
     model_name: str = "",
     on_batch: Callable[[int], None] | None = None,
+    template: str | None = None,
+    runs: int = 1,
+    temperature: float | None = None,
+    top_k: int | None = None,
 ) -> EvalReport:
-    """Run ``predictor`` over ``rows`` (export rows) and score it."""
+    """Run ``predictor`` over ``rows`` (export rows) and score it; prompts in ``template``'s layout
+    (training.format.TEMPLATES, default dynaguard).
+
+    With ``runs`` > 1 or a ``temperature``, the predictor samples (``set_sampling``; the paper's
+    protocol is temperature 0.6, top-k 300) and the rows are scored ``runs`` times: ``overall``
+    and the slices pool every run's predictions, ``report.runs`` keeps each run's metrics and
+    ``runs_summary()`` their mean and spread."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
     rows = [dict(r) for r in rows]
+    sampled = runs > 1 or temperature is not None
+    if not sampled:
+        return _one_run(predictor, rows, mode, batch_size, model_name, on_batch, template, run=None)
+    if not hasattr(predictor, "set_sampling"):
+        raise ValueError(f"{type(predictor).__name__} cannot sample; it has no set_sampling()")
+    temp = 0.6 if temperature is None else temperature
+    per_run = []
+    for run in range(runs):
+        predictor.set_sampling(temp, top_k, run)
+        per_run.append(_one_run(predictor, rows, mode, batch_size, model_name, on_batch, template, run=run))
+    records = [r for rep in per_run for r in rep.records]
+    report = score_records(records, mode=mode, model=model_name)
+    report.runs = [rep.overall for rep in per_run]
+    report.sampling = {"temperature": temp, "top_k": top_k}
+    return report
+
+
+def _one_run(
+    predictor: Predictor,
+    rows: list[dict[str, Any]],
+    mode: str,
+    batch_size: int,
+    model_name: str,
+    on_batch: Callable[[int], None] | None,
+    template: str | None,
+    run: int | None,
+) -> EvalReport:
     records: list[dict[str, Any]] = []
     for start in range(0, len(rows), max(1, batch_size)):
         batch = rows[start : start + batch_size]
-        outputs = predictor.predict([build_prompt_messages(r) for r in batch], mode)
+        outputs = predictor.predict([build_prompt_messages(r, template=template) for r in batch], mode)
         if len(outputs) != len(batch):
             raise ValueError(f"predictor returned {len(outputs)} outputs for {len(batch)} inputs")
         for row, text in zip(batch, outputs, strict=True):
@@ -95,6 +134,8 @@ def evaluate(
                 "well_formed": parsed.well_formed,
                 "output": text,
             }
+            if run is not None:
+                record["run"] = run
             for dimension, key_fn in SLICES.items():
                 record[f"slice_{dimension}"] = key_fn(row)
             records.append(record)

@@ -1,7 +1,14 @@
 """Prompt and target formatting for dynamic guardian models.
 
 One place defines how a sample from the export becomes a chat conversation and how a model's
-text becomes a PASS/FAIL label again:
+text becomes a PASS/FAIL label again. Two prompt templates (:data:`TEMPLATES`, ``--template``):
+
+* ``dynaguard`` (the default): the layout DynaGuard's models use (factory.guard_format): the user
+  turn holds ``<rules>`` and ``<transcript>`` blocks (transcript lines ``'User': ``/``'Agent': ``),
+  the target puts each tag on its own line (``<think>\n...\n</think>\n<answer>\nFAIL\n</answer>``
+  or ``<answer>`` then ``<explanation>``), so a model trained here and a published DynaGuard
+  checkpoint read and write the same text;
+* ``factory``: our earlier layout, kept as a named alternative, described below.
 
 * :data:`SYSTEM_PROMPT` - our guardian instructions (both output formats are described in it).
 * :func:`build_user_message` - numbered rules plus the transcript.
@@ -26,6 +33,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from factory.guard_format import SYSTEM_PROMPT as DYNAGUARD_SYSTEM_PROMPT
+from factory.guard_format import dynabench_transcript, dynaguard_input, dynaguard_output
 
 Mode = Literal["think", "answer"]
 MODES: tuple[str, ...] = ("think", "answer")
@@ -140,11 +150,61 @@ def build_user_message(policy: str, transcript: str) -> str:
     )
 
 
-def build_prompt_messages(row: dict[str, Any], system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
-    """System + user messages for one export row (no assistant turn)."""
+def dynaguard_transcript_text(row: dict[str, Any]) -> str:
+    """The transcript with DynaBench prefixes: rebuilt from ``turns`` when present (exports from
+    before the DynaBench columns stored ``User: ``), else the ``transcript`` column as it is."""
+    turns = row.get("turns") or []
+    if turns:
+        return dynabench_transcript(
+            [
+                {"role": str(t.get("role", "")).lower(), "content": str(t.get("content", "")).strip()}
+                for t in turns
+            ]
+        )
+    return (row.get("transcript") or "").strip()
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template: the system prompt, the user turn, and the assistant target layout."""
+
+    name: str
+    system_prompt: str
+    layout: Literal["dynaguard", "factory"]
+
+    def user_message(self, row: dict[str, Any]) -> str:
+        if self.layout == "dynaguard":
+            return dynaguard_input(policy_text(row), dynaguard_transcript_text(row))
+        return build_user_message(policy_text(row), transcript_text(row))
+
+    def target(self, label: str, mode: str, reasoning: str = "", explanation: str = "") -> str:
+        return build_target(label, mode, reasoning, explanation, template=self.name)
+
+
+TEMPLATES: dict[str, Template] = {
+    "dynaguard": Template("dynaguard", DYNAGUARD_SYSTEM_PROMPT, "dynaguard"),
+    "factory": Template("factory", SYSTEM_PROMPT, "factory"),
+}
+DEFAULT_TEMPLATE = "dynaguard"
+
+
+def get_template(name: str | Template | None = None) -> Template:
+    if isinstance(name, Template):
+        return name
+    key = name or DEFAULT_TEMPLATE
+    if key not in TEMPLATES:
+        raise ValueError(f"unknown template {key!r}; choose from {', '.join(TEMPLATES)}")
+    return TEMPLATES[key]
+
+
+def build_prompt_messages(
+    row: dict[str, Any], system_prompt: str | None = None, template: str | Template | None = None
+) -> list[dict[str, str]]:
+    """System + user messages for one export row (no assistant turn), in ``template``'s layout."""
+    tpl = get_template(template)
     return [
-        {"role": "system", "content": system_prompt},
-        {"role": "user", "content": build_user_message(policy_text(row), transcript_text(row))},
+        {"role": "system", "content": system_prompt or tpl.system_prompt},
+        {"role": "user", "content": tpl.user_message(row)},
     ]
 
 
@@ -156,8 +216,10 @@ def normalize_label(value: Any) -> str | None:
     return text if text in LABELS else None
 
 
-def build_target(label: str, mode: str, reasoning: str = "", explanation: str = "") -> str:
-    """The assistant text the model is trained to produce for one row.
+def build_target(
+    label: str, mode: str, reasoning: str = "", explanation: str = "", template: str | None = None
+) -> str:
+    """The assistant text the model is trained to produce for one row, in ``template``'s layout.
 
     Reasoning mode needs a non-empty ``reasoning``; callers fall back to answer mode otherwise
     (:func:`assign_modes` does that).
@@ -165,13 +227,20 @@ def build_target(label: str, mode: str, reasoning: str = "", explanation: str = 
     gold = normalize_label(label)
     if gold is None:
         raise ValueError(f"label must be PASS or FAIL, got {label!r}")
+    dynaguard = get_template(template).layout == "dynaguard"
     if mode == "think":
         reasoning = (reasoning or "").strip()
         if not reasoning:
             raise ValueError("think-mode target needs a non-empty reasoning trace")
+        if dynaguard:
+            return dynaguard_output(gold, "think", reasoning=reasoning)
         return f"{THINK_OPEN}{reasoning}{THINK_CLOSE}\n{ANSWER_OPEN}{gold}{ANSWER_CLOSE}"
     if mode == "answer":
         explanation = (explanation or "").strip()
+        if dynaguard:
+            if not explanation:
+                return f"{ANSWER_OPEN}\n{gold}\n{ANSWER_CLOSE}"
+            return dynaguard_output(gold, "answer", explanation=explanation)
         target = f"{ANSWER_OPEN}{gold}{ANSWER_CLOSE}"
         if explanation:
             target += f"\n{EXPLANATION_OPEN}{explanation}{EXPLANATION_CLOSE}"
@@ -212,15 +281,19 @@ def assign_modes(
     return ["think" if i in chosen else "answer" for i in range(n)]
 
 
-def sft_messages(row: dict[str, Any], mode: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
-    """Full conversation (system, user, assistant target) for SFT."""
+def sft_messages(
+    row: dict[str, Any], mode: str, system_prompt: str | None = None, template: str | Template | None = None
+) -> list[dict[str, str]]:
+    """Full conversation (system, user, assistant target) for SFT, in ``template``'s layout."""
+    tpl = get_template(template)
     target = build_target(
         row["label"],
         mode,
         reasoning=row.get("reasoning") or "",
         explanation=row.get("explanation") or "",
+        template=tpl.name,
     )
-    return [*build_prompt_messages(row, system_prompt), {"role": "assistant", "content": target}]
+    return [*build_prompt_messages(row, system_prompt, tpl), {"role": "assistant", "content": target}]
 
 
 def mode_messages_for_api(messages: list[dict[str, str]], mode: str) -> list[dict[str, str]]:
@@ -259,10 +332,13 @@ _THINK_RE = re.compile(r"<\s*think\s*>(?P<body>.*?)<\s*/\s*think\s*>", re.IGNORE
 _EXPLANATION_RE = re.compile(
     r"<\s*explanation\s*>(?P<body>.*?)(?:<\s*/\s*explanation\s*>|$)", re.IGNORECASE | re.DOTALL
 )
+# Both templates' layouts are well formed: the DynaGuard one puts a newline inside each tag.
 _STRICT = {
-    "think": re.compile(r"\A<think>(?P<r>.*?\S.*?)</think>\s*<answer>(PASS|FAIL)</answer>\s*\Z", re.DOTALL),
+    "think": re.compile(
+        r"\A<think>(?P<r>.*?\S.*?)</think>\s*<answer>\n?(PASS|FAIL)\n?</answer>\s*\Z", re.DOTALL
+    ),
     "answer": re.compile(
-        r"\A<answer>(PASS|FAIL)</answer>(?:\s*<explanation>(?P<e>.*?)</explanation>)?\s*\Z", re.DOTALL
+        r"\A<answer>\n?(PASS|FAIL)\n?</answer>(?:\s*<explanation>(?P<e>.*?)</explanation>)?\s*\Z", re.DOTALL
     ),
 }
 

@@ -16,6 +16,7 @@ def generate_continuations(
     temperature: float = 1.0,
     top_p: float = 1.0,
     num_return_sequences: int = 1,
+    top_k: int = 0,
 ) -> list[list[str]]:
     """Generate continuations of already-rendered prompt texts.
 
@@ -42,7 +43,7 @@ def generate_continuations(
                 "eos_token_id": model.generation_config.eos_token_id,
             }
             if do_sample:
-                gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+                gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
             else:
                 gen_kwargs.update(temperature=None, top_p=None, top_k=None)
             with torch.inference_mode():

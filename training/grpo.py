@@ -34,6 +34,7 @@ def build_prompt_dataset(
     think_fraction: float = 1 / 3,
     seed: int = 0,
     max_prompt_tokens: int | None = None,
+    template: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Dataset with ``prompt`` (templated text + prefill), ``prefill``, ``label``, ``sample_id``.
 
@@ -45,7 +46,7 @@ def build_prompt_dataset(
     data: dict[str, list[Any]] = {"prompt": [], "prefill": [], "label": [], "sample_id": []}
     dropped = 0
     for row, row_mode in zip(rows, modes, strict=True):
-        prompt = render_prompt(tokenizer, build_prompt_messages(row), row_mode)
+        prompt = render_prompt(tokenizer, build_prompt_messages(row, template=template), row_mode)
         if (
             max_prompt_tokens
             and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > max_prompt_tokens
@@ -81,7 +82,7 @@ def run_grpo(config: GRPORunConfig) -> Path:
     rows = load_split(config.data, config.train_split, config.limit)
     model, tokenizer, added = load_model_and_tokenizer(config, out)
     train_ds, stats = build_prompt_dataset(
-        rows, tokenizer, config.mode, config.think_fraction, config.seed, config.max_length
+        rows, tokenizer, config.mode, config.think_fraction, config.seed, config.max_length, config.template
     )
     if len(train_ds) == 0:
         raise ValueError("no prompts left after dropping those longer than max_length")

@@ -30,6 +30,14 @@ class ProviderPredictor:
     def __init__(self, spec: str, cache_db: Path | None = None, concurrency: int = 16, **_: Any) -> None:
         self.config = EndpointConfig.parse(spec, concurrency=concurrency)
         self.cache_db = cache_db or outputs_dir() / "eval-cache.duckdb"
+        self.temperature = 0.0
+        self.variant = ""
+
+    def set_sampling(self, temperature: float, top_k: int | None, run: int) -> None:
+        """Temperature for the API; each run is its own cache variant so runs are independent
+        samples (top-k is not part of the provider-agnostic API and is ignored here)."""
+        self.temperature = temperature
+        self.variant = f"eval-run-{run}" if run else ""
 
     def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
         return asyncio.run(self._predict(messages_batch, mode))
@@ -66,7 +74,10 @@ class ProviderPredictor:
                 Message(role=m["role"], content=m["content"]) for m in mode_messages_for_api(messages, mode)
             ]
             req = LLMRequest(
-                messages=msgs, params=GenParams(temperature=0.0, max_tokens=MAX_TOKENS[mode]), stage="eval"
+                messages=msgs,
+                params=GenParams(temperature=self.temperature, max_tokens=MAX_TOKENS[mode]),
+                stage="eval",
+                variant=self.variant,
             )
             try:
                 return (await client.complete(self.config, req)).text

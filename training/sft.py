@@ -40,6 +40,7 @@ def build_sft_dataset(
     mode_source: str = "fraction",
     tokenizer: Any = None,
     max_length: int | None = None,
+    template: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A ``datasets.Dataset`` with a single ``messages`` column, plus statistics.
 
@@ -53,7 +54,7 @@ def build_sft_dataset(
     kept_modes = []
     dropped = 0
     for row, mode in zip(rows, modes, strict=True):
-        messages = sft_messages(row, mode)
+        messages = sft_messages(row, mode, template=template)
         if tokenizer is not None and max_length:
             ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
             if len(ids) > max_length:
@@ -66,6 +67,7 @@ def build_sft_dataset(
         "kept": len(conversations),
         "dropped_overlong": dropped,
         "modes": dict(Counter(kept_modes)),
+        "template": template or "dynaguard",
     }
     return Dataset.from_dict({"messages": conversations}), stats
 
@@ -91,14 +93,26 @@ def run_sft(config: SFTRunConfig) -> Path:
     model, tokenizer, added = load_model_and_tokenizer(config, out)
 
     train_ds, stats = build_sft_dataset(
-        train_rows, config.think_fraction, config.seed, config.mode_source, tokenizer, config.max_length
+        train_rows,
+        config.think_fraction,
+        config.seed,
+        config.mode_source,
+        tokenizer,
+        config.max_length,
+        config.template,
     )
     if len(train_ds) == 0:
         raise ValueError(f"no training conversations left (all {stats['rows']} rows longer than max_length)")
     eval_ds = None
     if eval_rows is not None:
         eval_ds, eval_stats = build_sft_dataset(
-            eval_rows, config.think_fraction, config.seed, config.mode_source, tokenizer, config.max_length
+            eval_rows,
+            config.think_fraction,
+            config.seed,
+            config.mode_source,
+            tokenizer,
+            config.max_length,
+            config.template,
         )
         stats["eval"] = eval_stats
     log.info("SFT data: %s", stats)

@@ -303,9 +303,19 @@ def stats(
 def export_cmd(
     out: Annotated[Path, typer.Option(help="output folder")],
     db: DbOpt = Path(DEFAULT_DB),
-    seed: Annotated[int, typer.Option(help="seed of the split assignment")] = 0,
-    val_frac: Annotated[float, typer.Option(help="validation share")] = 0.05,
-    test_frac: Annotated[float, typer.Option(help="test share")] = 0.05,
+    seed: Annotated[
+        int, typer.Option(help="seed of the policy-hash split (samples without a stored split)")
+    ] = 0,
+    val_frac: Annotated[
+        float,
+        typer.Option(
+            help="validation share of the policy-hash split; rule-disjoint splits come from the recipe"
+        ),
+    ] = 0.05,
+    test_frac: Annotated[
+        float,
+        typer.Option(help="test share of the policy-hash split; rule-disjoint splits come from the recipe"),
+    ] = 0.05,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="replace a previous export at --out (swapped in when complete)"),

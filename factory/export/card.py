@@ -13,6 +13,7 @@ def dataset_card(
     stats_text: str,
     *,
     unfinished: tuple[int, int, str | None] | None = None,
+    split_info=None,  # noqa: ANN001  (factory.export.hf.SplitInfo; None: policy-level hashing, not measured)
     sources: dict[str, dict[str, int]] | None = None,
 ) -> str:
     """The card; `unfinished` = (samples, target, last run status) puts a notice right under the title;
@@ -23,7 +24,7 @@ def dataset_card(
     # config lists the non-empty splits only; empty ones stay in the folder with the full schema.
     filled = [s for s, ds in dd.items() if len(ds)]
     empty = [s for s, ds in dd.items() if not len(ds)]
-    configs = "\n".join(f"  - split: {s}\n    path: parquet/{s}.parquet" for s in filled)
+    configs = _configs(filled)
     splits = "\n".join(f"| {s} | {len(ds)} |" for s, ds in dd.items())
     empty_note = (
         f"\n\nEmpty split(s): {', '.join(empty)}. Their files (hf/, parquet/, jsonl/) have the full schema "
@@ -47,8 +48,6 @@ tags:
 - policy-compliance
 - synthetic
 configs:
-- config_name: default
-  data_files:
 {configs}
 ---
 
@@ -69,8 +68,18 @@ Validate a sample by hand before relying on the data. Data produced with the emb
 |---|---|
 {splits}{empty_note}
 
-Splits are assigned per policy, so no policy appears in two splits. Rules of the seed bank may
-recur, reworded, across splits.
+{_split_text(split_info)}
+
+## Loading
+
+```python
+from datasets import load_dataset
+test = load_dataset(EXPORT_DIR, "DynaBench", split="test")            # as the DynaGuard harness loads DynaBench
+train = load_dataset(EXPORT_DIR, "DynaBenchTrain", split="train")     # and "validation"
+```
+
+The `DynaBench` config is the test split and `DynaBenchTrain` holds train and validation; a config
+whose splits are all empty is not listed.
 
 ## Columns
 
@@ -81,7 +90,17 @@ turns), `violated_rules` (1-based), `explanation`, `reasoning` (may be empty), `
 `near_miss`, `num_rules`, `num_turns`, `intended_label`, `agrees_with_intent`, `max_ambiguity`,
 `models` (JSON: the model behind each stage), `source` (`dynabench` for generated samples, else
 the safety dataset), `source_id` (the row's id in its source), `source_labels` (JSON: the source's
-original labels; empty for generated samples).
+original labels; empty for generated samples), `rule_ids` (bank ids of the policy's rules).
+
+DynaBench-compatible columns: `transcript` uses the published DynaBench prefixes (`'User': ` and
+`'Agent': `, one turn per line; the structured `turns` keep the exact messages), `base_id` (the
+sample id), `metadata` (a JSON string with `num_rules`, `num_turns`, `num_tokens` (whitespace
+tokens of policy + transcript, not a model tokenizer's count), `num_hops` and `num_counts` (-1:
+not measured), `rule_len` (mean characters per rule), `failure_mode` and `business_impact` (""
+outside a DynaBench-style test set), plus our extras: industry, dynamic, near_miss, max_ambiguity,
+violated_rules), `formatted_input` (`<rules>` and `<transcript>` blocks) and `formatted_output`
+(`<think>`/`<answer>` for samples with a reasoning trace, else `<answer>`/`<explanation>`).
+
 {sources_text}
 ## Statistics
 
@@ -89,6 +108,50 @@ original labels; empty for generated samples).
 {stats_text}
 ```
 """
+
+
+#: Hub configs besides `default`: the names the DynaGuard harness and training scripts load.
+DYNABENCH_CONFIGS = {"DynaBench": ("test",), "DynaBenchTrain": ("train", "validation")}
+
+
+def _configs(filled: list[str]) -> str:
+    """`default` (every non-empty split) plus `DynaBench` / `DynaBenchTrain`, each listing its
+    non-empty splits only; a config whose splits are all empty is left out."""
+    out = []
+    for name, splits in {"default": tuple(filled), **DYNABENCH_CONFIGS}.items():
+        files = [s for s in splits if s in filled]
+        if not files:
+            continue
+        out.append(f"- config_name: {name}\n  data_files:")
+        out.extend(f"  - split: {s}\n    path: parquet/{s}.parquet" for s in files)
+    return "\n".join(out)
+
+
+def _split_text(splits) -> str:  # noqa: ANN001
+    if splits is None or splits.method == "policy":
+        text = (
+            "Split method: `policy`. Splits are assigned per policy by a seeded hash of the policy id, so no "
+            "policy appears in two splits. Rules of the seed bank may recur, reworded, across splits."
+        )
+    elif splits.method == "rules":
+        text = (
+            "Split method: `rules` (rule-disjoint). The bank's rules were partitioned by rule id into one "
+            "pool per split before any policy was composed (seeded, stratified by industry and generic "
+            "category), and each sample's policy was drawn from its split's pool only, so the individual "
+            "rules of train and test policies are mutually exclusive (DynaGuard, Section 3.1)."
+        )
+    else:
+        text = (
+            "Split method: `mixed`. Some samples carry a rule-disjoint split from the build, the rest were "
+            "assigned per policy by a seeded hash; rules may recur across splits."
+        )
+    if splits is not None:
+        o = splits.overlap
+        text += (
+            f" Measured on this export, bank rule ids shared: train/test {o['train/test']}, "
+            f"train/validation {o['train/validation']}, validation/test {o['validation/test']}."
+        )
+    return textwrap.fill(text, width=100)
 
 
 def _sources_section(sources: dict[str, dict[str, int]]) -> str:

@@ -1,7 +1,11 @@
 """`factory export`: DatasetDict on disk, Parquet and JSONL per split, and a dataset card.
 
 Columns follow the published DynaBench (`policy`, `transcript`, `label` PASS/FAIL) plus structured
-extras. Splits are assigned per policy by a seeded hash, so one policy never appears in two splits.
+extras. Splits: a sample built with rule-disjoint splits (the default, `splits.method: rules` in
+the recipe) carries its split in the store and is exported to it; the export measures and the card
+states how many bank rule ids train and test share (0 by construction). Samples without a stored
+split (`method: policy`, or stores from before splits existed) are assigned per policy by a seeded
+hash of the policy id, so one policy never appears in two splits.
 
 The export is atomic (see `factory.export.target`): it is written whole into a hidden sibling
 folder and renamed onto `--out` when complete, so a killed export never leaves a folder at `--out`
@@ -260,14 +264,23 @@ def export(
     notice = state.warning()
     if notice and warn is not None:
         warn(notice)
-    records = apply_labels(to_records(df), human_labels(db) if labels != "llm" else {}, labels)
-    if not records:
+    humans = human_labels(db) if labels != "llm" else {}
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    stored = kept = 0
+    for row in df.iter_rows(named=True):
+        labelled = apply_labels([export_record(row)], humans, labels)
+        if not labelled:  # --labels human: a sample without a human judgement
+            continue
+        rec = labelled[0]
+        kept += 1
+        split = row.get("split") or ""
+        stored += bool(split)
+        by_split[split or split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
+    if not kept:
         raise ConfigError(
             f"{db} has no human judgements: `--labels human` exports nothing (run `factory annotate pull`)"
         )
-    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for rec in records:
-        by_split[split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
+    method = "rules" if stored == kept else "policy" if stored == 0 else "mixed"
     if share > 0:
         safety_rows = load_safety_samples(db)
         if not safety_rows:
@@ -280,10 +293,13 @@ def export(
             rec = {**export_record(row), "label_source": "source"}  # the imported dataset's own label
             safety_by_split[split_of(key, seed, val_frac, test_frac)].append(rec)
         by_split = {s: mix_split(by_split[s], safety_by_split[s], share, seed) for s in SPLITS}
+    # measured on the factory's own samples: imported safety rows carry no bank rule ids
+    own = {s: [r for r in rows if r["source"] == OWN_SOURCE] for s, rows in by_split.items()}
+    split_info = SplitInfo(method=method, overlap=rule_overlap(own))
 
     tmp = make_partial(real, out)
     try:
-        dd = _write(db, tmp, by_split, state)
+        dd = _write(db, tmp, by_split, state, split_info)
         swap_in(tmp, real, out, overwrite=overwrite)
     except OSError as exc:
         discard(tmp)
@@ -293,6 +309,9 @@ def export(
         discard(tmp)
         raise
     sizes = ", ".join(f"{s}={len(dd[s])}" for s in SPLITS)
+    sizes += (
+        f"; split by {split_info.method}, train/test share {split_info.overlap['train/test']} bank rule(s)"
+    )
     tail = f"; unfinished build ({state.samples}/{state.target})" if notice else ""
     total = sum(len(rows) for rows in by_split.values())
     if share > 0:
@@ -304,7 +323,24 @@ def export(
     return f"{total} samples to {out} ({sizes}){tail}"
 
 
-def _write(db: Path, tmp: Path, by_split: dict[str, list[dict]], state: BuildState) -> Any:
+@dataclass(frozen=True)
+class SplitInfo:
+    """How the splits were made and the measured bank-rule overlap between them."""
+
+    method: str  # rules | policy | mixed (some samples with a stored split, some hashed)
+    overlap: dict[str, int]  # "train/test" -> number of bank rule ids both splits use
+
+
+def rule_overlap(by_split: dict[str, list[dict]]) -> dict[str, int]:
+    """Distinct bank rule ids shared by each pair of splits, measured on the exported records."""
+    ids = {s: {r for rec in recs for r in rec.get("rule_ids") or []} for s, recs in by_split.items()}
+    pairs = [("train", "test"), ("train", "validation"), ("validation", "test")]
+    return {f"{a}/{b}": len(ids[a] & ids[b]) for a, b in pairs}
+
+
+def _write(
+    db: Path, tmp: Path, by_split: dict[str, list[dict]], state: BuildState, split_info: SplitInfo
+) -> Any:
     import datasets
 
     features = _features()
@@ -334,7 +370,7 @@ def _write(db: Path, tmp: Path, by_split: dict[str, list[dict]], state: BuildSta
     stats_text = stats_report(db, tmp / "stats")
     unfinished = (state.samples, state.target, state.status) if state.unfinished else None
     sources = source_summary(by_split)
-    card = dataset_card(dd, stats_text, unfinished=unfinished, sources=sources)
+    card = dataset_card(dd, stats_text, unfinished=unfinished, sources=sources, split_info=split_info)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     return dd
 

@@ -181,6 +181,26 @@ class CostConfig(_Strict):
     )
 
 
+class SplitConfig(_Strict):
+    """How samples are split into train / validation / test.
+
+    `rules` (default): the bank's rules are partitioned by rule id into one pool per split before
+    composition, and a slot composes its policy from its split's pool only, so no bank rule appears
+    in two splits. `policy`: every slot draws from the whole bank and the export hashes policy ids
+    into splits (a bank rule may then recur, reworded, across splits)."""
+
+    validation: Share = 0.05
+    test: Share = 0.05
+    method: Literal["rules", "policy"] = "rules"
+
+    @field_validator("test")
+    @classmethod
+    def _sum(cls, test: float, info) -> float:  # noqa: ANN001
+        if test + info.data.get("validation", 0.0) >= 1:
+            raise ValueError("validation + test must be less than 1")
+        return test
+
+
 class ExportConfig(_Strict):
     mix: dict[str, Share] = Field(
         default_factory=dict,
@@ -211,6 +231,7 @@ class Recipe(_Strict):
     label: LabelConfig = Field(default_factory=LabelConfig)
     traces: TraceConfig = Field(default_factory=TraceConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     paraphrase_temperature: float = Field(default=0.8, ge=0, le=2)
     persona_temperature: float = Field(default=1.0, ge=0, le=2)

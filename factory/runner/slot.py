@@ -43,8 +43,9 @@ async def run_slot(ctx: BuildContext, slot: int) -> SlotResult:
 
 async def _run(ctx: BuildContext, slot: int, result: SlotResult) -> None:
     recipe = ctx.recipe
+    split, pool = ctx.split_and_banks(slot)
     policy = compose_policy(
-        ctx.banks,
+        pool,
         ctx.seed,
         slot,
         recipe.policy.rules_law,
@@ -82,6 +83,7 @@ async def _run(ctx: BuildContext, slot: int, result: SlotResult) -> None:
         slot=slot,
         sample_id=dialogue.sample_id,
         policy_id=policy.policy_id,
+        split=split,
         industry=policy.industry,
         policy=numbered(rules),
         transcript=transcript(dialogue.turns),

@@ -51,7 +51,10 @@ def compose_policy(
     """Draw n rules: a share from the industry's own rules, the rest from 1-4 generic categories.
 
     Generic categories are picked first and drawn from as themes; if they run dry, the remaining
-    rules come from any generic category, so a policy of 100 rules is still possible.
+    rules come from any generic category, so a policy of 100 rules is still possible. `banks` may be
+    one split's pool (factory.stages.splits); a pool too small for the drawn size gives a smaller
+    policy, and one with no rule for this industry and no generic rule gives a policy of other
+    industries' rules of that same pool, never rules from outside it.
     """
     rng = slot_rng(seed, slot, "policy")
     industry = rng.choice(banks.industries)
@@ -76,6 +79,9 @@ def compose_policy(
         extra = [r for r in own if r not in chosen]
         chosen += extra[: n - len(chosen) - len(generic)]
     rules = chosen + generic
+    if not rules:  # a small pool (a split's share of the bank) with nothing for this industry
+        rest = list({r.id: r for r in banks.all_rules}.values())
+        rules = rng.sample(rest, min(len(rest), size))
     rng.shuffle(rules)
     policy_id = "pol-" + stable_id(seed, slot, *sorted(r.id for r in rules), length=12)
     return ComposedPolicy(

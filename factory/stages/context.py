@@ -58,6 +58,21 @@ class BuildContext:
     endpoints: dict[str, EndpointConfig]  # stage name -> endpoint
     counts: dict[str, StageCounts] = field(default_factory=dict)
     quality: OutputQuality = field(default_factory=OutputQuality)
+    _pools: dict[str, Banks] | None = field(default=None, repr=False)
+
+    def split_and_banks(self, slot: int) -> tuple[str, Banks]:
+        """The slot's split and the rules it may compose from: with `splits.method: rules`, the
+        split from (seed, slot) and that split's rule pool; with `policy`, '' (the export hashes
+        policy ids) and the whole bank."""
+        from factory.stages.splits import rule_pools, slot_split
+
+        cfg = self.recipe.splits
+        if cfg.method == "policy":
+            return "", self.banks
+        if self._pools is None:
+            self._pools = rule_pools(self.banks, self.seed, cfg)
+        split = slot_split(self.seed, slot, cfg)
+        return split, self._pools[split]
 
     def count(self, stage: str) -> StageCounts:
         return self.counts.setdefault(stage, StageCounts())

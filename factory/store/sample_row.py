@@ -2,6 +2,10 @@
 
 Each column has a DuckDB type and, when exported, the name and feature it has in the exported
 dataset. Columns stored as JSON text can be exported parsed (`turns_json` -> `turns`).
+The export also carries columns derived from the row for the DynaBench / DynaGuard ecosystem
+(`DERIVED`, computed in `export_record`): `metadata` (a JSON string), `base_id`,
+`formatted_input` / `formatted_output`; and the exported `transcript` uses the published
+DynaBench prefixes (`'User': ` / `'Agent': `, factory.guard_format) while the store keeps ours.
 Feature descriptors are plain data ("string", "int32", "bool", [item], {field: descriptor}) so
 that this module does not import `datasets`; the export turns them into `datasets.Features`.
 """
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from factory.guard_format import dynabench_transcript, dynaguard_input, dynaguard_output
 
 Feature = str | list | dict
 
@@ -46,6 +52,9 @@ SAMPLE_COLUMNS: tuple[Column, ...] = (
     Column("label", "VARCHAR", "string"),
     Column("rules", "VARCHAR[]", ["string"]),
     Column("rule_ids", "VARCHAR[]", ["string"]),  # bank ids of the policy's rules, in order
+    # train/validation/test from the rule-disjoint pools; '' when the recipe splits by policy
+    # (the export then hashes policy ids). Exported as the split itself, not as a column.
+    Column("split", "VARCHAR"),
     Column("turns_json", "VARCHAR", [{"role": "string", "content": "string"}], "turns", parse_json=True),
     Column("rule_labels_json", "VARCHAR", [RULE_LABEL_FEATURE], "rule_labels", parse_json=True),
     Column("violated_rules", "INTEGER[]", ["int32"]),
@@ -65,6 +74,25 @@ SAMPLE_COLUMNS: tuple[Column, ...] = (
     Column("agent_persona", "VARCHAR"),
 )
 SAMPLE_FIELDS = frozenset(c.name for c in SAMPLE_COLUMNS)
+EXPORTED = tuple(c for c in SAMPLE_COLUMNS if c.feature is not None)
+# Export-only columns computed from the row (see the module docstring).
+DERIVED: dict[str, Feature] = {
+    "metadata": "string",
+    "base_id": "string",
+    "formatted_input": "string",
+    "formatted_output": "string",
+}
+#: Keys of the `metadata` JSON that the DynaGuard harness reads (-1 / "" when unknown), in order.
+METADATA_KEYS = (
+    "num_rules",
+    "num_turns",
+    "num_tokens",
+    "num_hops",
+    "num_counts",
+    "rule_len",
+    "failure_mode",
+    "business_impact",
+)
 
 # Provenance, exported on every row: `source` is "dynabench" for the factory's own samples and the
 # dataset name (beavertails, wildguardmix, toxicchat, aegis2) for imported safety samples; a
@@ -165,8 +193,42 @@ def export_record(row: dict[str, Any]) -> dict[str, Any]:
         if c.parse_json:
             value = orjson.loads(value) if value else []
         out[c.exported_as] = _plain(value, c.feature)
+    out.update(derived(out))
     return out
 
 
+def derived(rec: dict[str, Any]) -> dict[str, Any]:
+    """The DynaBench-compatible columns of an exported record; `transcript` is rewritten from the
+    structured turns with the published prefixes (unchanged when a record has no turns)."""
+    transcript = dynabench_transcript(rec["turns"]) if rec["turns"] else rec["transcript"]
+    rules = rec["rules"]
+    metadata = {
+        "num_rules": rec["num_rules"],
+        "num_turns": rec["num_turns"],
+        # whitespace-separated tokens of policy + transcript (not a model tokenizer's count)
+        "num_tokens": len(rec["policy"].split()) + len(transcript.split()),
+        "num_hops": -1,
+        "num_counts": -1,
+        "rule_len": round(sum(len(r) for r in rules) / len(rules), 1) if rules else -1,
+        "failure_mode": "",
+        "business_impact": "",
+        # our extras
+        "num_tokens_method": "whitespace",
+        "industry": rec["industry"],
+        "dynamic": rec["dynamic"],
+        "near_miss": rec["near_miss"],
+        "max_ambiguity": rec["max_ambiguity"],
+        "violated_rules": rec["violated_rules"],
+    }
+    mode = "think" if rec["trace_mode"] == "think" and rec["reasoning"].strip() else "answer"
+    return {
+        "transcript": transcript,
+        "metadata": orjson.dumps(metadata).decode(),
+        "base_id": rec["sample_id"],
+        "formatted_input": dynaguard_input(rec["policy"], transcript),
+        "formatted_output": dynaguard_output(rec["label"], mode, rec["reasoning"], rec["explanation"]),
+    }
+
+
 def export_features() -> dict[str, Feature]:
-    return {c.exported_as: c.feature for c in EXPORTED}
+    return {**{c.exported_as: c.feature for c in EXPORTED}, **DERIVED}

@@ -75,6 +75,7 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS fingerprint_json VARCHAR",
     "ALTER TABLE policies ADD COLUMN IF NOT EXISTS target_size INTEGER",
     "ALTER TABLE samples ADD COLUMN IF NOT EXISTS rule_ids VARCHAR[]",
+    "ALTER TABLE samples ADD COLUMN IF NOT EXISTS split VARCHAR",
     "ALTER TABLE rule_labels ADD COLUMN IF NOT EXISTS policy_index INTEGER",
     "ALTER TABLE traces ADD COLUMN IF NOT EXISTS verdict VARCHAR",
     "ALTER TABLE traces ADD COLUMN IF NOT EXISTS source VARCHAR",

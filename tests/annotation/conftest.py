@@ -96,6 +96,7 @@ def make_sample(slot: int, label: str, dynamic: str, violated: dict[int, list[in
         models_json=orjson.dumps({"label": "fake:labeller"}).decode(),
         user_persona="",
         agent_persona="",
+        split=None,
     )
 
 

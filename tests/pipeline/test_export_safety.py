@@ -49,7 +49,8 @@ def _env(tmp: Path, url: str | None = None, **extra: str) -> dict[str, str]:
 
 def _build(workdir: Path, n: int, db: Path | None = None, **server: object) -> Path:
     db = db or workdir / "build.duckdb"
-    recipe = write_recipe(workdir / "pipetest.yaml")
+    # policy-level splits: these tests exercise the export's --val-frac/--test-frac hashing
+    recipe = write_recipe(workdir / "pipetest.yaml", splits={"method": "policy"})
     with fake_server(**server) as srv:
         check_ok(run_factory(build_cmd(db, recipe, n), _env(workdir, srv.url), workdir))
     return db

@@ -54,6 +54,7 @@ def own_samples(db: Path, n: int, *, think_every: int = 3) -> None:
                     slot=i,
                     sample_id=f"own-{i}",
                     policy_id=f"policy-{i}",
+                    split="",  # no stored split: the export hashes policy ids (these tests' fractions)
                     policy="1. Be polite.",
                     transcript=f"User: question {i}\nAgent: answer {i}",
                     label="PASS" if i % 2 else "FAIL",

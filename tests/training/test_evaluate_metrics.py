@@ -206,3 +206,68 @@ def test_evaluate_rejects_bad_mode_and_short_output():
 
     with pytest.raises(ValueError):
         evaluate(Short(), _rows(), mode="think")
+
+
+def test_metadata_slices_failure_mode_business_impact_tokens_hops():
+    from training.eval.metrics import SLICES, score_records
+
+    def rec(label, pred, meta):
+        row = {"metadata": json.dumps(meta) if meta is not None else None}
+        return {"gold": label, "pred": pred, **{f"slice_{d}": fn(row) for d, fn in SLICES.items()}}
+
+    base = {"num_hops": -1, "failure_mode": "", "business_impact": ""}
+    records = [
+        rec(
+            "FAIL",
+            "FAIL",
+            {**base, "num_tokens": 120, "failure_mode": "Counting", "business_impact": "Fraud"},
+        ),
+        rec("PASS", "FAIL", {**base, "num_tokens": 900, "failure_mode": "Counting", "num_hops": 2}),
+        rec("FAIL", "PASS", {**base, "num_tokens": 40000}),
+        rec("PASS", "PASS", None),
+    ]
+    report = score_records(records)
+    assert list(report.slices["tokens"]) == ["<=500", "<=1000", "<=32000", "unknown"]
+    assert report.slices["failure_mode"]["Counting"].n == 2
+    assert report.slices["failure_mode"]["unknown"].n == 2
+    assert set(report.slices["business_impact"]) == {"Fraud", "unknown"}
+    assert set(report.slices["hops"]) == {"2", "unknown"}
+    # a dimension with nothing known is left out
+    only_unknown = score_records([rec("PASS", "PASS", base)])
+    assert not {"failure_mode", "business_impact", "hops"} & set(only_unknown.slices)
+
+
+class _SamplingPredictor(ScriptedPredictor):
+    """Answers FAIL on every row in run 0 and PASS in run 1: runs differ, as sampled runs do."""
+
+    def __init__(self):
+        super().__init__({})
+        self.calls: list[tuple] = []
+
+    def set_sampling(self, temperature, top_k, run):
+        self.calls.append((temperature, top_k, run))
+        self.run = run
+
+    def predict(self, messages_batch, mode):
+        return ["<answer>FAIL</answer>" if self.run == 0 else "<answer>PASS</answer>" for _ in messages_batch]
+
+
+def test_evaluate_runs_pool_predictions_and_report_mean_and_spread(tmp_path):
+    predictor = _SamplingPredictor()
+    rows = _rows()
+    report = evaluate(predictor, rows, mode="answer", runs=2, temperature=0.6, top_k=300)
+    assert predictor.calls == [(0.6, 300, 0), (0.6, 300, 1)]
+    assert report.overall.n == 2 * len(rows) and [m.n for m in report.runs] == [len(rows)] * 2
+    gold_fail = sum(r["label"] == "FAIL" for r in rows)
+    assert report.runs[0].recall == 1.0 and report.runs[1].recall == 0.0
+    summary = report.runs_summary()
+    assert (
+        summary["k"] == 2 and summary["recall_mean"] == approx(0.5) and summary["recall_std"] == approx(0.5)
+    )
+    assert summary["temperature"] == 0.6 and summary["top_k"] == 300 and gold_fail
+    assert {r["run"] for r in report.records} == {0, 1}
+    metrics = json.loads(save_report(report, tmp_path / "eval", plots=False)["metrics"].read_text())
+    assert metrics["runs"]["k"] == 2 and len(metrics["runs"]["per_run"]) == 2
+    assert "2 runs, temperature 0.6, top-k 300" in render_tables(report)
+    with pytest.raises(ValueError, match="cannot sample"):
+        evaluate(ScriptedPredictor({}), rows, runs=2)

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from factory.guard_format import dynaguard_input, dynaguard_output
 from training.format import (
     GUARDIAN_CHAT_TEMPLATE,
     PREFILL,
     SYSTEM_PROMPT,
+    TEMPLATES,
     assign_modes,
     build_prompt_messages,
     build_target,
@@ -17,15 +19,16 @@ from training.format import (
 
 
 def test_targets_have_the_two_shapes():
+    f = "factory"
     assert (
-        build_target("FAIL", "think", reasoning=" R1 broken. ")
+        build_target("FAIL", "think", reasoning=" R1 broken. ", template=f)
         == "<think>R1 broken.</think>\n<answer>FAIL</answer>"
     )
     assert (
-        build_target("pass", "answer", explanation="Nothing broken.")
+        build_target("pass", "answer", explanation="Nothing broken.", template=f)
         == "<answer>PASS</answer>\n<explanation>Nothing broken.</explanation>"
     )
-    assert build_target("PASS", "answer") == "<answer>PASS</answer>"
+    assert build_target("PASS", "answer", template=f) == "<answer>PASS</answer>"
     with pytest.raises(ValueError):
         build_target("PASS", "think", reasoning="  ")
     with pytest.raises(ValueError):
@@ -55,7 +58,7 @@ def test_prompt_messages_number_rules_and_fall_back_to_structured_columns():
         "transcript": "",
         "turns": [{"role": "user", "content": "hi"}, {"role": "agent", "content": "hello"}],
     }
-    messages = build_prompt_messages(row)
+    messages = build_prompt_messages(row, template="factory")
     assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
     user = messages[1]["content"]
     assert "1. Be kind.\n2. No refunds." in user
@@ -70,10 +73,38 @@ def test_sft_messages_end_with_assistant_target():
         "reasoning": "r",
         "explanation": "e",
     }
-    assert sft_messages(row, "think")[-1] == {
+    assert sft_messages(row, "think", template="factory")[-1] == {
         "role": "assistant",
         "content": "<think>r</think>\n<answer>FAIL</answer>",
     }
+
+
+def test_dynaguard_template_is_the_default_layout():
+    row = {
+        "policy": "1. Be kind.\n2. No refunds.",
+        "transcript": "User: hi\nAgent: hello",
+        "turns": [{"role": "user", "content": "hi"}, {"role": "agent", "content": "hello"}],
+        "label": "FAIL",
+        "reasoning": "Rule 2 applies.",
+        "explanation": "Refund offered.",
+    }
+    system, user = build_prompt_messages(row)
+    assert system == {"role": "system", "content": TEMPLATES["dynaguard"].system_prompt}
+    assert user["content"] == (
+        "<rules>\n1. Be kind.\n2. No refunds.\n</rules>\n<transcript>\n'User': hi\n'Agent': hello\n</transcript>"
+    )
+    think = sft_messages(row, "think")[-1]["content"]
+    assert think == "<think>\nRule 2 applies.\n</think>\n<answer>\nFAIL\n</answer>"
+    answer = sft_messages(row, "answer")[-1]["content"]
+    assert answer == "<answer>\nFAIL\n</answer>\n<explanation>\nRefund offered.\n</explanation>"
+    for text, prefill in ((think, "<think>"), (answer, "<answer>")):
+        parsed = parse_output(text[len(prefill) :], prefill)
+        assert parsed.label == "FAIL" and parsed.well_formed
+    # the export's formatted_input/formatted_output are the same text (factory.guard_format)
+    assert user["content"] == dynaguard_input(row["policy"], "'User': hi\n'Agent': hello")
+    assert think == dynaguard_output("FAIL", "think", reasoning="Rule 2 applies.")
+    with pytest.raises(ValueError, match="unknown template"):
+        build_prompt_messages(row, template="nope")
 
 
 @pytest.mark.parametrize(
@@ -166,3 +197,25 @@ def test_build_sft_dataset_modes_and_overlong_rows(tiny_model_dir):
     ds, stats = build_sft_dataset(rows, 0.0, tokenizer=tok, max_length=cut)
     assert stats["dropped_overlong"] == sum(n > cut for n in lengths) > 0
     assert len(ds) == stats["kept"] == 30 - stats["dropped_overlong"]
+
+
+def test_dpo_label_flip_handles_the_dynaguard_layout():
+    from training.dpo import label_flip_pairs
+
+    class _Tok:
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+            return "|".join(m["content"] for m in messages)
+
+    row = {
+        "sample_id": "s1",
+        "policy": "1. x",
+        "transcript": "",
+        "turns": [{"role": "user", "content": "a"}, {"role": "agent", "content": "b"}],
+        "label": "FAIL",
+        "reasoning": "r",
+        "explanation": "e",
+    }
+    (pair,), _ = label_flip_pairs([row], _Tok(), ["answer"])
+    assert pair["chosen"] == "\nFAIL\n</answer>\n<explanation>\ne\n</explanation>"
+    assert pair["rejected"] == "\nPASS\n</answer>\n<explanation>\ne\n</explanation>"
+    assert "<rules>\n1. x\n</rules>" in pair["prompt"]

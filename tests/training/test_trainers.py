@@ -43,13 +43,13 @@ def test_merged_model_reloads_and_generates_in_both_modes(sft_run, export_dir):
     assert model.config.model_type == "qwen3"
     predictor = HFPredictor(str(final), batch_size=4, max_new_tokens=24, torch_threads=1)
     rows = list(load_split(export_dir, "test", limit=4))
-    messages = [build_prompt_messages(r) for r in rows]
+    messages = [build_prompt_messages(r, template="factory") for r in rows]  # cpu_tiny trains `factory`
     for mode, tag in (("think", "<think>"), ("answer", "<answer>")):
         outputs = predictor.predict(messages, mode)
         assert len(outputs) == 4
         assert all(o.startswith(tag) and len(o) > len(tag) for o in outputs), outputs
     # After 30 steps the fast mode already emits a readable verdict.
-    report = evaluate(predictor, rows, mode="answer", batch_size=4)
+    report = evaluate(predictor, rows, mode="answer", batch_size=4, template="factory")
     assert report.overall.unparseable_rate < 1.0
 
 

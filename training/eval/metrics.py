@@ -17,7 +17,10 @@ A ratio whose denominator is zero (e.g. recall on a slice with no FAIL rows) is 
 shown as ``-``.
 
 Everything is also computed per slice: policy size (number of rules, binned), dialogue length
-(number of turns, binned), industry, dynamic and near-miss.
+(number of turns, binned), industry, dynamic and near-miss, and from the export's `metadata` JSON
+(DynaBench's keys): failure mode, business impact, tokens (DynaGuard's buckets: up to 500, 1000,
+2000, ... 32000; our exports count whitespace tokens) and hops. A slice whose rows are all unknown
+(metadata missing, -1 or "") is left out.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import orjson
 
 from training.format import normalize_label
 
@@ -120,8 +125,36 @@ def count_turns(row: dict[str, Any]) -> int | None:
     if row.get("turns"):
         return len(row["turns"])
     transcript = row.get("transcript") or ""
-    n = sum(1 for ln in transcript.splitlines() if ln.startswith(("User:", "Agent:")))
+    n = sum(1 for ln in transcript.splitlines() if ln.startswith(("User:", "Agent:", "'User':", "'Agent':")))
     return n or None
+
+
+def metadata_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's `metadata` JSON (DynaBench); {} when missing or unreadable."""
+    raw = row.get("metadata")
+    if isinstance(raw, dict):
+        return raw
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+TOKEN_BUCKETS = (500, 1000, 2000, 4000, 8000, 16000, 32000)
+
+
+def _known(value: Any) -> str:
+    return "unknown" if value is None or value == -1 or value == "" else str(value)
+
+
+def token_bucket(row: dict[str, Any]) -> str:
+    n = metadata_of(row).get("num_tokens")
+    if not isinstance(n, int) or n < 0:
+        return "unknown"
+    return f"<={next((b for b in TOKEN_BUCKETS if n <= b), TOKEN_BUCKETS[-1])}"
 
 
 SLICES: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -130,8 +163,16 @@ SLICES: dict[str, Callable[[dict[str, Any]], str]] = {
     "industry": lambda r: str(r.get("industry") or "unknown"),
     "dynamic": lambda r: str(r.get("dynamic") or "unknown"),
     "near_miss": lambda r: "unknown" if r.get("near_miss") is None else str(bool(r["near_miss"])).lower(),
+    "failure_mode": lambda r: _known(metadata_of(r).get("failure_mode")),
+    "business_impact": lambda r: _known(metadata_of(r).get("business_impact")),
+    "tokens": token_bucket,
+    "hops": lambda r: _known(metadata_of(r).get("num_hops")),
 }
-SLICE_ORDER = {"rules": _bin_order(RULE_BINS), "turns": _bin_order(TURN_BINS)}
+SLICE_ORDER = {
+    "rules": _bin_order(RULE_BINS),
+    "turns": _bin_order(TURN_BINS),
+    "tokens": [f"<={b}" for b in TOKEN_BUCKETS],
+}
 
 
 @dataclass
@@ -141,14 +182,30 @@ class EvalReport:
     overall: Metrics
     slices: dict[str, dict[str, Metrics]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[Metrics] = field(default_factory=list)  # one per sampled run (`--runs`); overall pools them
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def runs_summary(self) -> dict[str, Any]:
+        """Mean and (population) standard deviation over runs of F1, recall, FPR and accuracy."""
+        out: dict[str, Any] = {"k": len(self.runs), **self.sampling}
+        for name in ("f1", "recall", "false_positive_rate", "accuracy"):
+            values = [getattr(m, name) for m in self.runs if getattr(m, name) is not None]
+            if values:
+                mean = sum(values) / len(values)
+                out[f"{name}_mean"] = mean
+                out[f"{name}_std"] = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "mode": self.mode,
             "model": self.model,
             "overall": self.overall.as_dict(),
             "slices": {k: {b: m.as_dict() for b, m in v.items()} for k, v in self.slices.items()},
         }
+        if self.runs:
+            out["runs"] = {**self.runs_summary(), "per_run": [m.as_dict() for m in self.runs]}
+        return out
 
 
 def _sorted_keys(dimension: str, keys: Iterable[str]) -> list[str]:

@@ -64,6 +64,16 @@ class HFPredictor:
             torch_dtype = torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
         self.model.eval()
+        self.sampling: dict[str, Any] = {}  # empty: greedy
+
+    def set_sampling(self, temperature: float, top_k: int | None, run: int) -> None:
+        """Sample (temperature > 0, top-k) instead of greedy decoding; seeded per run."""
+        import torch
+
+        torch.manual_seed(run)
+        self.sampling = (
+            {"do_sample": True, "temperature": temperature, "top_k": top_k or 0} if temperature > 0 else {}
+        )
 
     def render(self, messages: list[dict[str, str]], mode: str) -> str:
         return render_prompt(self.tokenizer, messages, mode)
@@ -78,6 +88,7 @@ class HFPredictor:
             prompts,
             max_new_tokens=self.max_new_tokens[mode],
             batch_size=self.batch_size,
+            **self.sampling,
         )
         return [PREFILL[mode] + texts[0] for texts in outputs]
 

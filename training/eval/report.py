@@ -46,6 +46,15 @@ def render_tables(report: EvalReport, width: int = 120) -> str:
         for key, m in groups.items():
             table.add_row(*_metric_row(f"{dimension}={key}", m))
     console.print(table)
+    if report.runs:
+        summary = report.runs_summary()
+        parts = [
+            f"{summary['k']} runs, temperature {summary.get('temperature')}, top-k {summary.get('top_k')}"
+        ]
+        for name, label in (("f1", "F1"), ("recall", "recall"), ("false_positive_rate", "FPR")):
+            if f"{name}_mean" in summary:
+                parts.append(f"{label} {summary[name + '_mean']:.3f} +/- {summary[name + '_std']:.3f}")
+        console.print("; ".join(parts))
     return console.export_text()
 
 
