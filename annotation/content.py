@@ -17,7 +17,7 @@ import orjson
 
 SAMPLE_COLUMNS = (
     "slot, sample_id, policy_id, label, rules, rule_ids, turns_json, rule_labels_json, industry, dynamic, "
-    "num_rules, num_turns, max_ambiguity, models_json"
+    "num_rules, num_turns, max_ambiguity, models_json, split"
 )
 STRATEGIES = ("random", "hard", "stratified")
 

@@ -58,8 +58,8 @@ def push(
         rows = _rows(con, f"SELECT {SAMPLE_COLUMNS} FROM samples ORDER BY slot")
     finally:
         con.close()
-    for r in rows:
-        r["split"] = split_of(r["policy_id"] or "", seed)
+    for r in rows:  # the stored split (rule-disjoint pools), else the export's policy hash
+        r["split"] = r.get("split") or split_of(r["policy_id"] or "", seed)
     if split:
         rows = [r for r in rows if r["split"] == split]
     if not rows:
