@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -21,6 +21,14 @@ class Counter:
     cost_cached_usd: float = 0.0  # what cache hits would have cost
     unpriced: bool = False
 
+    def add(self, other: Counter) -> None:
+        """Add another counter's figures to this one."""
+        for f in fields(self):
+            if f.name == "unpriced":
+                self.unpriced = self.unpriced or other.unpriced
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
 
 @dataclass
 class Accounting:
@@ -32,40 +40,11 @@ class Accounting:
     def by_stage(self) -> dict[str, Counter]:
         out: dict[str, Counter] = defaultdict(Counter)
         for (stage, _), c in self.by_key.items():
-            agg = out[stage]
-            for name in (
-                "calls",
-                "network_calls",
-                "cache_hits",
-                "retries",
-                "reasks",
-                "failures",
-                "input_tokens",
-                "output_tokens",
-                "cached_input_tokens",
-                "cost_usd",
-                "cost_cached_usd",
-            ):
-                setattr(agg, name, getattr(agg, name) + getattr(c, name))
-            agg.unpriced = agg.unpriced or c.unpriced
+            out[stage].add(c)
         return dict(out)
 
     def total(self) -> Counter:
         agg = Counter()
-        for c in self.by_stage().values():
-            for name in (
-                "calls",
-                "network_calls",
-                "cache_hits",
-                "retries",
-                "reasks",
-                "failures",
-                "input_tokens",
-                "output_tokens",
-                "cached_input_tokens",
-                "cost_usd",
-                "cost_cached_usd",
-            ):
-                setattr(agg, name, getattr(agg, name) + getattr(c, name))
-            agg.unpriced = agg.unpriced or c.unpriced
+        for c in self.by_key.values():
+            agg.add(c)
         return agg

@@ -215,23 +215,8 @@ class LLMClient:
                 cached_input_tokens=usage.cached_input_tokens + raw.usage.cached_input_tokens,
             )
             cost += price_cost
-            if schema is None:
-                counter.calls += 1
-                return LLMResponse(
-                    text=raw.text,
-                    provider=config.provider,
-                    model=config.model,
-                    usage=usage,
-                    cost_usd=cost,
-                    latency_s=latency,
-                    finish_reason=raw.finish_reason,
-                    cached=all_cached,
-                    attempts=attempts,
-                    key=key,
-                    reasoning=raw.reasoning,
-                )
-            parsed, error = validate_output(raw, schema)
-            if parsed is not None:
+            parsed, error = (None, "") if schema is None else validate_output(raw, schema)
+            if schema is None or parsed is not None:
                 counter.calls += 1
                 return LLMResponse(
                     text=raw.text,
