@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 from factory.testing.profiles import PRESETS, Profile, parse_profile
 
@@ -68,6 +69,11 @@ async def _serve(args: argparse.Namespace) -> None:
         profile=args.profile,
         reasoning=args.reasoning,
     )
+    await serve_until_signalled(server)
+
+
+async def serve_until_signalled(server: Any) -> None:
+    """Start a server, print `READY <url>` for the parent process, and serve until SIGTERM/SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import orjson
 
 from factory.testing.fake_llm_server import FakeLLMServer
+from factory.testing.server_cli import serve_until_signalled
 
 
 def digest(data: bytes) -> str:
@@ -61,17 +61,7 @@ async def _serve(args: argparse.Namespace) -> None:
     server = LoggedFakeServer(
         args.host, args.port, latency=args.latency, rate_limit=args.rate_limit, body_log=args.body_log
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    url = await server.start()
-    sys.stdout.write(f"READY {url}\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    await serve_until_signalled(server)
 
 
 def main(argv: list[str] | None = None) -> int:
