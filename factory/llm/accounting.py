@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 class Counter:
     calls: int = 0  # logical requests answered (after re-asks)
     network_calls: int = 0  # HTTP exchanges actually paid for
+    batched_calls: int = 0  # of network_calls, answered through a provider batch job (half price)
     cache_hits: int = 0
     retries: int = 0
     reasks: int = 0

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from factory.llm.accounting import Accounting
+from factory.llm.batch.base import make_batch_api
+from factory.llm.batch.collector import BatchCollector, SendOnline
+from factory.llm.batch.ledger import BatchLedger
 from factory.llm.breaker import CircuitBreaker
 from factory.llm.cache import RequestCache
 from factory.llm.config import EndpointConfig
@@ -54,11 +57,21 @@ def make_provider(config: EndpointConfig) -> Provider:
 
 
 class Endpoint:
-    """A provider instance with its concurrency bound, rate limiter and pause gate."""
+    """A provider instance with its concurrency bound, rate limiter and pause gate (and, in batch
+    mode, the collector that sends its requests as provider batch jobs)."""
 
-    def __init__(self, config: EndpointConfig) -> None:
+    def __init__(self, config: EndpointConfig, cache: RequestCache | None = None) -> None:
         self.config = config
         self.provider = make_provider(config)
+        self.batch: BatchCollector | None = None
+        if config.batch is not None:
+            self.batch = BatchCollector(
+                config,
+                make_batch_api(config),
+                BatchLedger(cache.con, cache.lock) if cache is not None else None,
+                config.batch,
+                in_cache=(lambda key: key in cache) if cache is not None else None,
+            )
         concurrency = 1 if config.provider == "local" else config.concurrency
         self.semaphore = asyncio.Semaphore(concurrency)
         self.limiter = RateLimiter(config.rpm, config.tpm)
@@ -125,8 +138,12 @@ class LLMClient:
 
     def stop_new_requests(self) -> None:
         """From now on no request goes out (they raise ClientClosing); requests already on the wire
-        finish, and their answers are journaled as usual. Used to drain a build before exit."""
+        finish, and their answers are journaled as usual. Used to drain a build before exit.
+        Batch jobs already submitted keep running at the provider; a rerun collects them."""
         self._closing = True
+        for ep in self._endpoints.values():
+            if ep.batch is not None:
+                ep.batch.stop_new_requests()
 
     def requests_on_the_wire(self) -> int:
         """Provider requests sent and not yet answered."""
@@ -141,13 +158,16 @@ class LLMClient:
         key = f"{config.model_dump_json()}|{config.resolved_base_url()}"
         ep = self._endpoints.get(key)
         if ep is None:
-            ep = self._endpoints[key] = Endpoint(config)
+            ep = self._endpoints[key] = Endpoint(config, self.cache)
         return ep
 
     async def aclose(self, flush_cache: bool = True) -> None:
         """Close the provider clients and flush the cache (flush_cache=False: its owner flushes it,
         or cannot because its database is not writable; the journal keeps the entries)."""
         for ep in self._endpoints.values():
+            if ep.batch is not None:
+                await ep.batch.aclose()
+                await ep.batch.api.aclose()
             await ep.provider.aclose()
         if self.cache is not None and flush_cache:
             self.cache.flush()
@@ -182,8 +202,9 @@ class LLMClient:
                 raw = await self._send_coalesced(key, ep, messages, request, counter)
                 elapsed = time.perf_counter() - t0
                 latency += elapsed
-                price_cost = self.prices.cost(config.model, raw.usage)
+                price_cost = self.prices.cost(config.model, raw.usage, batch=bool(raw.batch_job))
                 counter.network_calls += 1
+                counter.batched_calls += bool(raw.batch_job)
                 counter.cost_usd += price_cost
                 if request.slot is not None:
                     self.slot_cost[request.slot] = self.slot_cost.get(request.slot, 0.0) + price_cost
@@ -258,7 +279,9 @@ class LLMClient:
         future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            raw = await self._send(key, ep, messages, request, counter)
+            raw = await self._send_batched(key, ep, messages, request) if ep.batch is not None else None
+            if raw is None:
+                raw = await self._send(key, ep, messages, request, counter)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()  # followers send the request themselves
@@ -270,6 +293,16 @@ class LLMClient:
             del self._inflight[key]
         future.set_result(raw)
         return raw
+
+    async def _send_batched(
+        self, key: str, ep: Endpoint, messages: list[dict[str, Any]], request: LLMRequest
+    ) -> RawCompletion | None:
+        """The answer through a batch job; None when the collector says to send it online."""
+        assert ep.batch is not None
+        if self._closing:
+            raise ClientClosing("the client is closing: no new requests")
+        answer = await ep.batch.send(key, messages, request)
+        return None if isinstance(answer, SendOnline) else answer
 
     async def _join_inflight(self, key: str) -> RawCompletion | None:
         """The leader's answer, or None if the leader was cancelled (then we send it ourselves)."""

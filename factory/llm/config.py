@@ -26,6 +26,28 @@ BASE_URL_ENV: dict[str, tuple[str, ...]] = {
 }
 
 
+class BatchSettings(BaseModel):
+    """How a stage's requests are sent as provider batch jobs (half price, answered within hours)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    quiet_s: float = Field(
+        default=5.0, gt=0, le=3600, description="submit the queued requests once none came for this long"
+    )
+    max_wait_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="...or this long after the first one was queued"
+    )
+    poll_s: float = Field(default=30.0, gt=0, le=3600, description="the longest wait between status polls")
+    max_resubmits: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="expired or failed requests go into a new job this often, then online",
+    )
+    online_below: int = Field(
+        default=0, ge=0, description="a submission of fewer requests than this is sent online (stragglers)"
+    )
+
+
 class EndpointConfig(BaseModel):
     """A provider + model and the client-side limits to use with it."""
 
@@ -43,6 +65,8 @@ class EndpointConfig(BaseModel):
     # Circuit breaker (None: off, every request retries on its own and then fails). Builds turn it on.
     outage_patience_s: float | None = Field(default=None, gt=0, le=86_400)
     startup_patience_s: float = Field(default=15.0, gt=0, le=3600)
+    # Batch mode (None: online). Requests that miss the cache are queued and sent as batch jobs.
+    batch: BatchSettings | None = None
 
     @field_validator("model")
     @classmethod

@@ -5,7 +5,9 @@ change, so users override or extend it with `pricing:` in a recipe or `--pricing
 `model-name: {input: 0.15, output: 0.60, cached_input: 0.075}`; `cached_input` is optional). A model missing from the table costs 0 and is reported
 as unpriced in the accounting, so a missing price is visible rather than silently wrong.
 `Usage.input_tokens` includes the cached ones (`Usage.cached_input_tokens`), which are billed at
-`cached_input` where the provider publishes one, else at the plain input rate.
+`cached_input` where the provider publishes one, else at the plain input rate. A call answered
+through a provider batch job costs `BATCH_PRICE_FACTOR` of that (OpenAI Batch, Anthropic Message
+Batches and Gemini batch mode all bill half the online price).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from factory.llm.types import Usage
+
+BATCH_PRICE_FACTOR = 0.5
 
 
 class Price(BaseModel):
@@ -58,17 +62,18 @@ class PriceTable:
         best = max((k for k in self._prices if model.startswith(k)), key=len, default=None)
         return self._prices[best] if best else None
 
-    def cost(self, model: str, usage: Usage) -> float:
+    def cost(self, model: str, usage: Usage, batch: bool = False) -> float:
         price = self.lookup(model)
         if price is None:
             return 0.0
         cached = min(usage.cached_input_tokens, usage.input_tokens)
         cached_rate = price.input if price.cached_input is None else price.cached_input
-        return (
+        online = (
             (usage.input_tokens - cached) * price.input
             + cached * cached_rate
             + usage.output_tokens * price.output
         ) / 1_000_000
+        return online * BATCH_PRICE_FACTOR if batch else online
 
     def is_priced(self, model: str) -> bool:
         return self.lookup(model) is not None

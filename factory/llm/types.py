@@ -65,6 +65,7 @@ class RawCompletion(BaseModel):
     model: str = ""
     response_id: str = ""
     reasoning: str = ""  # the model's own reasoning, when the provider returns it
+    batch_job: str = ""  # the provider batch job that answered it ("" online or from the cache)
 
 
 class LLMResponse(BaseModel):

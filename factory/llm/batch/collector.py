@@ -1,0 +1,337 @@
+"""Batch mode for one endpoint: requests that missed the cache wait in a queue, go out together as a
+provider batch job, and each caller gets its answer when the job has finished.
+
+Callers do not change: `LLMClient` hands a request to `BatchCollector.send` instead of the provider
+and awaits a `RawCompletion` as it would online; the client then journals and caches the answer,
+validates it and re-asks as usual. With many slots in flight every slot soon waits on the same stage,
+so the queue fills with one stage's requests (all paraphrases, then all personas, ...): the build runs
+stage by stage without the pipeline knowing.
+
+- When: the queue is submitted once no request joined it for `quiet_s`, or `max_wait_s` after its
+  first request, whichever is first (or as soon as it holds the provider's limit of requests).
+- Where it is written down: the job id and its request keys go to DuckDB (`ledger.py`) as soon as
+  the provider returns the id, before the job is polled.
+- Resume: jobs of earlier runs whose answers are not all in the cache are polled again (never
+  resubmitted); a request held by such a job waits for it; answers nobody asked for yet are kept
+  until asked.
+- Failures: requests of an expired, cancelled or failed job and retryable item errors go into a
+  new job, at most `max_resubmits` times, then online; a request the provider rejected (HTTP 4xx)
+  raises FatalProviderError as it would online. A submission or poll that cannot reach the provider
+  is retried with backoff for the endpoint's `outage_patience_s`, then the callers get
+  ProviderOutage (the build stops; a rerun resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from factory.llm.batch.base import FINISHED, BatchAPI, BatchItem, BatchOutcome, JobStatus
+from factory.llm.batch.ledger import BatchLedger, RequestMeta
+from factory.llm.config import BatchSettings, EndpointConfig
+from factory.llm.errors import ClientClosing, FatalProviderError, ProviderOutage, RetryableProviderError
+from factory.llm.types import LLMRequest, RawCompletion
+
+T = TypeVar("T")
+
+
+class SendOnline:
+    """The answer of `send` for a request that should go out online instead (a straggler, or one
+    whose batch attempts ran out)."""
+
+
+SEND_ONLINE = SendOnline()
+
+
+@dataclass
+class _Waiter:
+    messages: list[dict[str, Any]]
+    request: LLMRequest
+    future: asyncio.Future
+    size: int = 0  # bytes of its request line, for the provider's job size limit
+
+
+@dataclass
+class _Job:
+    job_id: str
+    keys: tuple[str, ...]
+    resumed: bool = False
+    status: JobStatus | None = None
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+class BatchCollector:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        api: BatchAPI,
+        ledger: BatchLedger | None,
+        settings: BatchSettings,
+        in_cache: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.ledger = ledger
+        self.settings = settings
+        self.in_cache = in_cache or (lambda key: False)
+        self.base_url = config.resolved_base_url() or ""
+        self._queue: dict[str, _Waiter] = {}  # not submitted yet, in arrival order
+        self._waiting: dict[str, _Waiter] = {}  # held by a job that has not finished
+        self._job_of: dict[str, str] = {}  # request key -> open job id (resumed jobs included)
+        self._ready: dict[str, RawCompletion] = {}  # answers of resumed jobs nobody asked for yet
+        self._resubmits: dict[str, int] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._first_queued = 0.0
+        self._last_queued = 0.0
+        self._wake: asyncio.Event | None = None
+        self._flusher: asyncio.Task | None = None
+        self._closing = False
+        self._started = False
+        # figures for progress and tests
+        self.jobs_submitted = 0
+        self.requests_submitted = 0
+        self.resubmitted = 0
+        self.sent_online = 0
+
+    # -- the caller's side ------------------------------------------------------------------
+    async def send(
+        self, key: str, messages: list[dict[str, Any]], request: LLMRequest
+    ) -> RawCompletion | SendOnline:
+        if self._closing:
+            raise ClientClosing("the client is closing: no new requests")
+        self._start()
+        if key in self._ready:
+            return self._ready.pop(key)
+        waiter = self._queue.get(key) or self._waiting.get(key)
+        if waiter is None:
+            waiter = _Waiter(messages, request, asyncio.get_running_loop().create_future())
+            if key in self._job_of:  # an open job (of this run or an earlier one) holds the request
+                self._waiting[key] = waiter
+            else:
+                self._enqueue(key, waiter)
+        return await asyncio.shield(waiter.future)
+
+    def _enqueue(self, key: str, waiter: _Waiter) -> None:
+        now = time.monotonic()
+        if not self._queue:
+            self._first_queued = now
+        self._last_queued = now
+        self._queue[key] = waiter
+        assert self._wake is not None
+        self._wake.set()
+
+    def summary(self) -> str:
+        """One line for the progress screen ('' when there is nothing to say)."""
+        running = [j for j in self._jobs.values() if j.status is None or j.status.state not in FINISHED]
+        if not running and not self._queue:
+            return ""
+        total = sum(j.status.total if j.status else len(j.keys) for j in running)
+        done = sum(j.status.done if j.status else 0 for j in running)
+        return (
+            f"{self.config.spec} batch: {len(running)} job(s) running ({done:,}/{total:,} answered), "
+            f"{len(self._queue):,} request(s) queued"
+        )
+
+    def stop_new_requests(self) -> None:
+        self._closing = True
+
+    async def aclose(self) -> None:
+        """Stop submitting and polling. Jobs still running stay in the ledger; a rerun collects them."""
+        self._closing = True
+        tasks = [t for t in [self._flusher, *(j.task for j in self._jobs.values())] if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in [*self._queue.values(), *self._waiting.values()]:
+            if not w.future.done():
+                w.future.set_exception(ClientClosing("the client is closing: batch requests are kept"))
+                w.future.exception()
+        self._queue.clear()
+        self._waiting.clear()
+
+    # -- start: resume the jobs of earlier runs ----------------------------------------------
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._wake = asyncio.Event()
+        if self.ledger is not None:
+            for rec in self.ledger.open_jobs(self.config.spec, self.base_url):
+                if all(self.in_cache(k) for k in rec.keys):
+                    self.ledger.set_state(rec.job_id, "collected")
+                    continue
+                job = _Job(rec.job_id, rec.keys, resumed=True)
+                for k in rec.keys:
+                    self._job_of[k] = rec.job_id
+                self._track(job)
+        self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    # -- submission ----------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        assert self._wake is not None
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and len(self._queue) < self.api.max_requests:
+                due = min(
+                    self._last_queued + self.settings.quiet_s, self._first_queued + self.settings.max_wait_s
+                )
+                wait = due - time.monotonic()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(min(wait, 0.25))
+            if not self._queue:
+                continue
+            queued = list(self._queue.items())
+            self._queue.clear()
+            if len(queued) < self.settings.online_below:
+                for _, w in queued:
+                    self.sent_online += 1
+                    w.future.set_result(SEND_ONLINE)
+                continue
+            for chunk in self._chunks(queued):
+                await self._submit(chunk)
+
+    def _chunks(self, queued: list[tuple[str, _Waiter]]) -> list[list[tuple[str, _Waiter]]]:
+        """Split into jobs within the provider's request-count and size limits."""
+        chunks: list[list[tuple[str, _Waiter]]] = [[]]
+        size = 0
+        budget = int(self.api.max_bytes * 0.9)  # room for the provider's envelope of each line
+        for key, w in queued:
+            w.size = w.size or len(orjson.dumps(w.messages)) + 512
+            if chunks[-1] and (len(chunks[-1]) >= self.api.max_requests or size + w.size > budget):
+                chunks.append([])
+                size = 0
+            chunks[-1].append((key, w))
+            size += w.size
+        return [c for c in chunks if c]
+
+    async def _submit(self, chunk: list[tuple[str, _Waiter]]) -> None:
+        items = [BatchItem(k, w.messages, w.request.params, w.request.output_schema) for k, w in chunk]
+        try:
+            job_id = await self._patiently("submit a batch job", lambda: self.api.submit(items))
+            if self.ledger is not None:
+                self.ledger.record_job(
+                    job_id,
+                    self.config.spec,
+                    self.base_url,
+                    [
+                        RequestMeta(k, w.request.stage, w.request.prompt_hash, w.request.slot)
+                        for k, w in chunk
+                    ],
+                )
+        except BaseException as exc:
+            for _, w in chunk:
+                if not w.future.done():
+                    w.future.set_exception(exc)
+                    w.future.exception()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.jobs_submitted += 1
+        self.requests_submitted += len(chunk)
+        for k, w in chunk:
+            self._waiting[k] = w
+            self._job_of[k] = job_id
+        self._track(_Job(job_id, tuple(k for k, _ in chunk)))
+
+    # -- polling and results ------------------------------------------------------------
+    def _track(self, job: _Job) -> None:
+        self._jobs[job.job_id] = job
+        job.task = asyncio.ensure_future(self._follow(job))
+
+    async def _follow(self, job: _Job) -> None:
+        try:
+            await self._collect(job)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the provider could not be reached, or refused the job
+            for k in job.keys:
+                if self._job_of.get(k) == job.job_id:
+                    del self._job_of[k]
+                w = self._waiting.pop(k, None)
+                if w is not None and not w.future.done():
+                    w.future.set_exception(exc)
+                    w.future.exception()
+
+    async def _collect(self, job: _Job) -> None:
+        delay = min(1.0, self.settings.poll_s)
+        while True:
+            status = await self._patiently(
+                f"poll batch job {job.job_id}", lambda: self.api.status(job.job_id)
+            )
+            job.status = status
+            if status.state in FINISHED:
+                break
+            if self.ledger is not None and status.state == "running":
+                self.ledger.set_state(job.job_id, "running")
+            await asyncio.sleep(delay)
+            delay = min(self.settings.poll_s, delay * 1.5)
+        outcomes: list[BatchOutcome] = []
+        if status.state != "failed":
+            outcomes = await self._patiently(
+                f"read the results of batch job {job.job_id}", lambda: self.api.results(job.job_id)
+            )
+        if self.ledger is not None:
+            self.ledger.set_state(job.job_id, status.state, status.detail)
+        by_id = {o.custom_id: o for o in outcomes}
+        for key in job.keys:
+            if self._job_of.get(key) == job.job_id:
+                del self._job_of[key]
+            waiter = self._waiting.pop(key, None)
+            outcome = by_id.get(key)
+            if outcome is not None and outcome.completion is not None:
+                answer = outcome.completion.model_copy(update={"batch_job": job.job_id})
+                if waiter is not None:
+                    waiter.future.set_result(answer)
+                else:
+                    self._ready[key] = answer  # a resumed job's answer: kept until its slot asks
+                continue
+            if waiter is None:
+                continue  # nobody asked yet: when its slot asks, it is queued anew
+            if outcome is not None and not outcome.retryable:
+                waiter.future.set_exception(
+                    FatalProviderError(
+                        f"batch job {job.job_id}: the provider rejected request {key}: {outcome.error}",
+                        provider=self.config.provider,
+                        model=self.config.model,
+                    )
+                )
+                waiter.future.exception()
+                continue
+            # expired, cancelled, failed job, or a retryable item error: a new job, then online
+            tries = self._resubmits[key] = self._resubmits.get(key, 0) + 1
+            if tries > self.settings.max_resubmits:
+                self.sent_online += 1
+                waiter.future.set_result(SEND_ONLINE)
+            else:
+                self.resubmitted += 1
+                self._enqueue(key, waiter)
+
+    async def _patiently(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A submission or poll, retried with backoff while the provider cannot be reached, for
+        the endpoint's outage patience (default 300 s); then ProviderOutage."""
+        patience = self.config.outage_patience_s or 300.0
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while True:
+            try:
+                return await call()
+            except RetryableProviderError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ProviderOutage(
+                        f"could not {what} for {patience:.0f}s (last error: {exc}). Nothing is lost: the "
+                        f"jobs already submitted are in the batch_jobs table; rerun the same command to resume",
+                        provider=self.config.provider,
+                        model=self.config.model,
+                    ) from exc
+                wait = exc.retry_after if exc.retry_after is not None else delay * random.uniform(0.8, 1.2)
+                await asyncio.sleep(min(wait, left, 60.0))
+                delay = min(delay * 2, 30.0)
