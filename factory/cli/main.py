@@ -171,6 +171,13 @@ def build(
         float | None,
         typer.Option("--max-cost", help="USD budget: stop (exit 5) before spent + in-flight cost passes it"),
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="online, or batch: every LLM stage sends its requests as provider batch jobs (half price, "
+            "answered within hours; a rerun collects submitted jobs by id). Default: the recipe's batch.mode"
+        ),
+    ] = None,
 ) -> None:
     """Generate N samples into the DuckDB store (resumable: rerun the same command after a crash)."""
     from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
@@ -186,8 +193,10 @@ def build(
         _fail(f"--pilot {pilot}: must be 0 (no pilot) or a number of samples")
     if (as_json or pilot) and not dry_run:
         _fail("--json and --pilot go with --dry-run")
+    if mode not in (None, "online", "batch"):
+        _fail(f"--mode {mode!r}: use online or batch")
     overrides = _parse_model_overrides(model, model_for)
-    recipe = _run_guarded(load_recipe, pipeline)
+    recipe = _run_guarded(load_recipe, pipeline).with_mode(mode)
     endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
     if dry_run:
         _dry_run(_db(db), recipe, endpoints, overrides, n, seed, pilot, as_json)
@@ -195,6 +204,12 @@ def build(
     specs = {stage: ep.spec for stage, ep in endpoints.items()}
     console.print(f"pipeline {recipe.name}, seed {seed}, db {_db(db)}")
     console.print("models: " + ", ".join(f"{k}={v}" for k, v in specs.items()))
+    batched = [stage for stage, ep in endpoints.items() if ep.batch is not None]
+    if batched:
+        console.print(
+            f"batch mode for {', '.join(batched)}: requests go out as provider batch jobs (half price); "
+            f"a job may take up to 24 h, and a rerun collects submitted jobs by id"
+        )
     if any(ep.provider == "local" for ep in endpoints.values()):
         console.print(f"[bold yellow]WARNING:[/] {NOT_TRAINING_QUALITY}")
     try:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from typing_extensions import TypedDict
 
 from factory.errors import ConfigError
-from factory.llm.config import EndpointConfig
+from factory.llm.config import BatchSettings, EndpointConfig
 from factory.paths import pipelines_dir
 from factory.recipes.laws import MAX_RULES, MAX_TURNS, RULES_LAW, TURNS_LAW, SizeLaw
 from factory.recipes.names import DYNAMICS, STAGES, Stage
@@ -181,6 +181,35 @@ class CostConfig(_Strict):
     )
 
 
+class BatchConfig(BatchSettings):
+    """Batch mode: which LLM stages send their requests as provider batch jobs (half price, answered
+    within the provider's window, up to 24 h), and how requests are grouped into jobs. `mode` maps a
+    stage (or `default`) to `online` or `batch`; `--mode` on the command line sets the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: dict[str, Literal["online", "batch"]] = Field(default_factory=lambda: {"default": "online"})
+    window: int = Field(
+        default=5000,
+        ge=2,
+        le=1_000_000,
+        description="slots in flight when a stage runs in batch mode: the size of each stage's jobs",
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _check_stages(cls, mode: dict[str, str]) -> dict[str, str]:
+        unknown = set(mode) - set(STAGES) - {"default"}
+        if unknown:
+            raise ValueError(f"unknown stage(s): {sorted(unknown)}; stages: {list(STAGES)}")
+        return mode
+
+    def stage_mode(self, stage: str) -> str:
+        return self.mode.get(stage) or self.mode.get("default", "online")
+
+    def settings(self) -> BatchSettings:
+        return BatchSettings(**self.model_dump(include=set(BatchSettings.model_fields)))
+
+
 class SplitConfig(_Strict):
     """How samples are split into train / validation / test.
 
@@ -237,6 +266,7 @@ class Recipe(_Strict):
     persona_temperature: float = Field(default=1.0, ge=0, le=2)
     oversample_cap: float = Field(default=3.0, ge=1.0, description="give up after n * cap slots")
     cost: CostConfig = Field(default_factory=CostConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     pricing: dict[str, PriceEntry] = Field(
         default_factory=dict,
         description="extra prices, model: {input: USD per 1M tokens, output: USD per 1M tokens}, each >= 0",
@@ -274,6 +304,25 @@ class Recipe(_Strict):
             or self.models.get(stage)
             or self.models.get("default", "auto")
         )
+
+    def with_mode(self, mode: str | None) -> Recipe:
+        """This recipe with every LLM stage in `mode` (online or batch); None: as the recipe says."""
+        if mode is None:
+            return self
+        return self.model_copy(update={"batch": self.batch.model_copy(update={"mode": {"default": mode}})})
+
+    def stage_endpoint(self, stage: str, spec: str) -> EndpointConfig:
+        """`endpoint(spec)` for one stage, with batch settings when the stage runs in batch mode."""
+        cfg = self.endpoint(spec)
+        if self.batch.stage_mode(stage) != "batch":
+            return cfg
+        if cfg.provider == "local":
+            raise ConfigError(
+                f"stage {stage}: {spec} has no batch API (the embedded model runs in this process); "
+                f"run it online (--mode online, or batch.mode.{stage}: online) or pick a provider with "
+                f"one (openai, anthropic, google)"
+            )
+        return cfg.model_copy(update={"batch": self.batch.settings()})
 
     def endpoint(self, spec: str) -> EndpointConfig:
         """The endpoint for a resolved 'provider:model' spec with this recipe's client-side limits.

@@ -74,8 +74,9 @@ class BuildSummary:
 def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict[str, EndpointConfig]:
     """Each LLM stage's endpoint: the override or recipe spec, 'auto' resolved by the LLM layer."""
     return {
-        stage: recipe.endpoint(
-            resolve_auto(recipe.model_spec(stage, overrides), "judge" if stage in JUDGE_STAGES else "writer")
+        stage: recipe.stage_endpoint(
+            stage,
+            resolve_auto(recipe.model_spec(stage, overrides), "judge" if stage in JUDGE_STAGES else "writer"),
         )
         for stage in STAGES
     }
@@ -168,7 +169,7 @@ async def build(
     over_budget = False  # the next slot would pass the budget: none starts until the estimate allows
     already_done = committer.done
     start = time.monotonic()
-    window = slot_window(endpoints, n)
+    window = slot_window(endpoints, n, recipe.batch.window)
     max_slots = committer.cursor + int(max(0, n - committer.accepted) * recipe.oversample_cap) + 50
     display = Progress(ctx, committer, n, enabled=progress and not already_done)
     last_beat = 0.0

@@ -43,7 +43,7 @@ import orjson
 
 from factory.banks.loader import Banks, load_banks
 from factory.llm.config import EndpointConfig
-from factory.llm.pricing import PriceTable
+from factory.llm.pricing import BATCH_PRICE_FACTOR, PriceTable
 from factory.llm.types import Message
 from factory.prompt_templates import load_prompt
 from factory.recipes import LLM_STAGES, Recipe
@@ -307,7 +307,7 @@ def estimate(
     factors = factors or recipe_factors(recipe)
     rate = 0.0 if factors.source == "pilot" else factors.ambiguous_rule_rate
     per_slot = model_slots(recipe, banks, seed, range(sample_slots), rate)
-    window = slot_window(endpoints, n)
+    window = slot_window(endpoints, n, recipe.batch.window)
     needed = n / max(factors.accept_rate, 1e-6)
     prices = PriceTable.from_mapping(recipe.pricing)
     stages: dict[str, Any] = {}
@@ -334,14 +334,21 @@ def estimate(
             "input_tokens": round(tokens_in),
             "output_tokens": round(tokens_out),
             "cached_input_tokens": round(cached),
+            "mode": "batch" if model.batch is not None else "online",
             "cost_usd": _money(tokens_in, 0, tokens_out, prices, model.model),
             "cost_usd_with_caching": _money(tokens_in, cached, tokens_out, prices, model.model),
         }
+        # provider batch jobs bill half the online price, prompt-cache reads included
+        for key in ("cost_usd", "cost_usd_with_caching"):
+            online = stages[str(stage)][key]
+            stages[str(stage)][key.replace("cost_usd", "cost_usd_batch")] = (
+                None if online is None else online * BATCH_PRICE_FACTOR
+            )
     total: dict[str, Any] = {
         k: sum(s[k] for s in stages.values())
         for k in ("calls", "input_tokens", "output_tokens", "cached_input_tokens")
     }
-    for k in ("cost_usd", "cost_usd_with_caching"):
+    for k in ("cost_usd", "cost_usd_with_caching", "cost_usd_batch", "cost_usd_batch_with_caching"):
         values = [s[k] for s in stages.values()]
         total[k] = None if any(v is None for v in values) else sum(values)
     total["unpriced"] = sorted({s["model"] for s in stages.values() if s["cost_usd"] is None})
@@ -449,7 +456,7 @@ def measure(
             f.input_ratio[stage] = (tin / network) / (m.input_tokens / m.calls)
             f.output_ratio[stage] = (tout / network) / (m.output_tokens / m.calls)
     # calls made by slots started past the last committed one, per slot of the pilot's window
-    window = slot_window(endpoints, k)
+    window = slot_window(endpoints, k, recipe.batch.window)
     for stage in LLM_STAGES:
         expected = logical_committed[stage] * (1 + f.reask[stage])
         f.overshoot[stage] = max(0.0, calls.get(stage, 0) - expected) / window
@@ -491,17 +498,24 @@ def format_estimate(est: dict[str, Any]) -> str:
         f"slots: {est['slots']} (accept rate {est['accept_rate']:.1%}, ambiguous-rule rate "
         f"{est['ambiguous_rule_rate']:.1%})",
         f"  {'stage':10} {'model':28} {'calls':>10} {'input tok':>14} {'output tok':>13} {'online':>12} "
-        f"{'w/ caching':>12}",
+        f"{'w/ caching':>12} {'batch':>12} {'batch+cache':>12}",
     ]
+
+    def money(s: dict[str, Any]) -> str:
+        return " ".join(
+            f"{usd(s.get(k)):>12}"
+            for k in ("cost_usd", "cost_usd_with_caching", "cost_usd_batch", "cost_usd_batch_with_caching")
+        )
+
     for stage, s in est["stages"].items():
+        mode = " (batch)" if s.get("mode") == "batch" else ""
         lines.append(
-            f"  {stage:10} {s['model']:28} {s['calls']:>10,} {s['input_tokens']:>14,} {s['output_tokens']:>13,} "
-            f"{usd(s['cost_usd']):>12} {usd(s['cost_usd_with_caching']):>12}"
+            f"  {stage:10} {s['model'] + mode:28} {s['calls']:>10,} {s['input_tokens']:>14,} "
+            f"{s['output_tokens']:>13,} {money(s)}"
         )
     t = est["total"]
     lines.append(
-        f"  {'total':10} {'':28} {t['calls']:>10,} {t['input_tokens']:>14,} {t['output_tokens']:>13,} "
-        f"{usd(t['cost_usd']):>12} {usd(t['cost_usd_with_caching']):>12}"
+        f"  {'total':10} {'':28} {t['calls']:>10,} {t['input_tokens']:>14,} {t['output_tokens']:>13,} {money(t)}"
     )
     if t["unpriced"]:
         lines.append(

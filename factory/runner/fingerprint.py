@@ -2,7 +2,7 @@
 
 A resume whose fingerprint differs would mix samples made under different rules into one
 dataset, so it is refused with the list of what changed. Client-side limits (concurrency, rpm,
-timeouts, patience), prices, the budget and estimate rates (`cost`), the oversample cap and `--n` do not shape the data and are left out.
+timeouts, patience), online or batch mode, prices, the budget and estimate rates (`cost`), the oversample cap and `--n` do not shape the data and are left out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ from factory.recipes import Recipe
 # The prompt templates the build's stages render.
 BUILD_PROMPTS = ("paraphrase", "agent_persona", "dialogue", "label", "trace")
 # Recipe keys that do not change what a slot produces.
-NOT_DATA = ("name", "description", "endpoint_defaults", "endpoints", "pricing", "oversample_cap", "cost")
+NOT_DATA = (
+    "name",
+    "description",
+    "endpoint_defaults",
+    "endpoints",
+    "pricing",
+    "oversample_cap",
+    "cost",
+    "batch",  # online or batch, the same requests get the same answers
+)
 
 
 def banks_hash(root: Path | None = None) -> str:

@@ -95,10 +95,16 @@ class Progress:
                 f"{s.input_tokens:,}/{s.output_tokens:,}" if s else "-",
                 (f"{s.cost_usd:.4f}" + ("*" if s.unpriced else "")) if s else "-",
             )
-        outage = self.outage_line()
-        if outage:
-            table.caption = outage
+        caption = "; ".join(x for x in (self.outage_line(), self.batch_line()) if x)
+        if caption:
+            table.caption = caption
         return table
+
+    def batch_line(self) -> str:
+        """Jobs running and requests queued per endpoint in batch mode ('' when none)."""
+        return "; ".join(
+            s for ep in self.ctx.client.endpoints if ep.batch is not None and (s := ep.batch.summary())
+        )
 
     def outage_line(self) -> str:
         """A countdown for each endpoint whose circuit breaker is open (empty when all answer)."""
@@ -125,7 +131,8 @@ class Progress:
             f"[build] {self.committer.accepted}/{self.n} samples, dropped {sum(self.committer.dropped.values())}, "
             f"{rate:.1f}/s, ETA {eta}, calls {tot.network_calls} (+{tot.cache_hits} cached), "
             f"retries {tot.retries}, tokens {tot.input_tokens}/{tot.output_tokens}, ${tot.cost_usd:.4f}"
-            + (f"; {outage}" if (outage := self.outage_line()) else ""),
+            + (f"; {outage}" if (outage := self.outage_line()) else "")
+            + (f"; {batch}" if (batch := self.batch_line()) else ""),
             file=sys.stderr,
             flush=True,
         )

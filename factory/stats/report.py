@@ -57,7 +57,30 @@ def _status_rows(con: duckdb.DuckDBPyConnection) -> tuple:
         "coalesce(sum(cost_usd),0) FROM llm_calls"
     ).fetchall()[0]
     fails = con.execute("SELECT count(*) FROM llm_failures").fetchall()[0][0]
-    return (runs[0] if runs else None), acc, drops, calls, fails, _estimate_rows(con)
+    return (runs[0] if runs else None), acc, drops, calls, fails, _estimate_rows(con), _batch_rows(con)
+
+
+def _batch_rows(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Batch jobs per endpoint and state: (endpoint, state, jobs, requests); [] without batch mode."""
+    if "batch_jobs" not in table_names(con):
+        return []
+    return con.execute(
+        "SELECT endpoint, state, count(*), sum(requests) FROM batch_jobs GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+
+
+def batch_lines(rows: list[tuple]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["batch jobs (ids in table batch_jobs):"]
+    for endpoint, state, jobs, requests in rows:
+        lines.append(f"  {endpoint}: {jobs} {state} ({requests:,} requests)")
+    return lines
+
+
+def _expected_cost(e: dict) -> float | None:
+    """The estimated cost of a stage (or the total) in the mode it ran in."""
+    return e.get("cost_usd_batch", e["cost_usd"]) if e.get("mode") == "batch" else e["cost_usd"]
 
 
 def _estimate_rows(con: duckdb.DuckDBPyConnection) -> tuple[dict | None, dict[str, tuple]]:
@@ -96,14 +119,15 @@ def estimate_lines(est: dict, actual: dict[str, tuple]) -> list[str]:
         a = actual.get(stage, (0, 0, 0, 0.0))
         a = tuple(x or 0 for x in a)
         tot = [t + x for t, x in zip(tot, a, strict=True)]
-        cost = "unpriced" if e["cost_usd"] is None else f"${e['cost_usd']:.4f}/${a[3]:.4f}"
+        cost = "unpriced" if _expected_cost(e) is None else f"${_expected_cost(e):.4f}/${a[3]:.4f}"
         lines.append(
             f"  {stage:10} {e['calls']:>10}/{a[0]:<7} {_pct(a[0], e['calls']):>4} "
             f"{e['input_tokens']:>12}/{a[1]:<11} {_pct(a[1], e['input_tokens']):>5} "
             f"{e['output_tokens']:>12}/{a[2]:<11} {_pct(a[2], e['output_tokens']):>5} {cost:>24}"
         )
     t = est["total"]
-    cost = "unpriced" if t["cost_usd"] is None else f"${t['cost_usd']:.4f}/${tot[3]:.4f}"
+    expected = [_expected_cost(e) for e in est["stages"].values()]
+    cost = "unpriced" if None in expected else f"${sum(expected):.4f}/${tot[3]:.4f}"  # type: ignore[arg-type]
     lines.append(
         f"  {'total':10} {t['calls']:>10}/{tot[0]:<7} {_pct(tot[0], t['calls']):>4} "
         f"{t['input_tokens']:>12}/{tot[1]:<11} {_pct(tot[1], t['input_tokens']):>5} "
@@ -115,7 +139,7 @@ def estimate_lines(est: dict, actual: dict[str, tuple]) -> list[str]:
 def status_text(db: Path) -> str:
     """Where the build stands. While a build holds the file: its heartbeat, in one line."""
     try:
-        run, acc, drops, calls, fails, (est, actual) = _read(db, STATUS_TABLES, _status_rows)
+        run, acc, drops, calls, fails, (est, actual), batches = _read(db, STATUS_TABLES, _status_rows)
     except StoreLockedError:
         live = describe_live_status(db)
         if live is None:
@@ -133,6 +157,7 @@ def status_text(db: Path) -> str:
     )
     if est is not None:
         lines.extend(estimate_lines(est, actual))
+    lines.extend(batch_lines(batches))
     return "\n".join(lines)
 
 
