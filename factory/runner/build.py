@@ -161,8 +161,9 @@ async def build(
         est = _run_estimate(store, recipe, endpoints, n, seed, banks)
         if record_estimate:
             store_estimate(store, run_id, est)
-        if est["total"]["cost_usd"] and est["slots"]:
-            slot_cost_guess = est["total"]["cost_usd"] / est["slots"]
+        expected = est["total"].get("cost_usd_expected", est["total"]["cost_usd"])
+        if expected and est["slots"]:
+            slot_cost_guess = expected / est["slots"]
     # a resumed build has paid for earlier runs too: the ledger has every paid call
     spent_before = float(store.query("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls")[0][0])
     finished_slots: list[int] = []  # slots of this run that came back (for the mean cost per slot)

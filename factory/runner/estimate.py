@@ -344,11 +344,21 @@ def estimate(
             stages[str(stage)][key.replace("cost_usd", "cost_usd_batch")] = (
                 None if online is None else online * BATCH_PRICE_FACTOR
             )
+        # what this build will pay per its mode (without counting on prompt-cache hits)
+        stages[str(stage)]["cost_usd_expected"] = stages[str(stage)][
+            "cost_usd_batch" if model.batch is not None else "cost_usd"
+        ]
     total: dict[str, Any] = {
         k: sum(s[k] for s in stages.values())
         for k in ("calls", "input_tokens", "output_tokens", "cached_input_tokens")
     }
-    for k in ("cost_usd", "cost_usd_with_caching", "cost_usd_batch", "cost_usd_batch_with_caching"):
+    for k in (
+        "cost_usd",
+        "cost_usd_with_caching",
+        "cost_usd_batch",
+        "cost_usd_batch_with_caching",
+        "cost_usd_expected",
+    ):
         values = [s[k] for s in stages.values()]
         total[k] = None if any(v is None for v in values) else sum(values)
     total["unpriced"] = sorted({s["model"] for s in stages.values() if s["cost_usd"] is None})

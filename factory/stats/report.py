@@ -80,7 +80,7 @@ def batch_lines(rows: list[tuple]) -> list[str]:
 
 def _expected_cost(e: dict) -> float | None:
     """The estimated cost of a stage (or the total) in the mode it ran in."""
-    return e.get("cost_usd_batch", e["cost_usd"]) if e.get("mode") == "batch" else e["cost_usd"]
+    return e.get("cost_usd_expected", e["cost_usd"])
 
 
 def _estimate_rows(con: duckdb.DuckDBPyConnection) -> tuple[dict | None, dict[str, tuple]]:

@@ -1,0 +1,164 @@
+"""`factory build --mode batch` through the real CLI against the fake server's batch endpoints
+(OpenAI Batch, Anthropic Message Batches, Gemini batch mode, driven by the official SDKs).
+
+Checked: a batch build has exactly the samples of an online build with the same seed and answers;
+it runs stage by stage; batched calls cost half; a build killed between submitting a job and
+reading its results resumes by job id without sending any request twice; an expired job's requests
+go into a new job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pipeline.conftest import (
+    build_cmd,
+    check_ok,
+    cli_env,
+    fake_server,
+    query,
+    run_factory,
+    samples,
+    settled_stats,
+    write_recipe,
+)
+
+N = 24
+PRICING = {"fake-model": {"input": 1.0, "output": 2.0}}
+# quick grouping for a local server: a job per stage as soon as the slots have all asked
+BATCH = {"quiet_s": 0.3, "max_wait_s": 5.0, "poll_s": 0.2}
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_recipe(tmp_path_factory.mktemp("batch") / "batch.yaml", pricing=PRICING, batch=BATCH)
+
+
+def provider_env(provider: str, url: str, tmp: Path) -> dict[str, str]:
+    env = cli_env(url, tmp=tmp)
+    if provider == "anthropic":
+        env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="test")
+    elif provider == "google":
+        env.update(GOOGLE_GEMINI_BASE_URL=url, GEMINI_API_KEY="test")
+    return env
+
+
+def build(
+    tmp: Path, recipe: Path, name: str, mode: str, provider: str = "openai", n: int = N, **server: Any
+) -> tuple[Path, dict[str, Any]]:
+    db = tmp / f"{name}.duckdb"
+    cmd = build_cmd(db, recipe, n) + ["--mode", mode, "--model", f"{provider}:fake-model"]
+    with fake_server(**server) as srv:
+        check_ok(run_factory(cmd, provider_env(provider, srv.url, tmp), tmp))
+        stats = settled_stats(srv)
+    return db, stats
+
+
+@pytest.fixture(scope="module")
+def online(tmp_path_factory: pytest.TempPathFactory, recipe: Path) -> tuple[Path, dict[str, Any]]:
+    return build(tmp_path_factory.mktemp("online"), recipe, "online", "online")
+
+
+def test_batch_build_equals_online_build_stage_by_stage_at_half_price(
+    tmp_path: Path, recipe: Path, online: tuple[Path, dict[str, Any]]
+) -> None:
+    online_db, online_stats = online
+    db, stats = build(tmp_path, recipe, "batch", "batch")
+    assert len(samples(db)) == N
+    assert samples(db) == samples(online_db)
+    # every request went through batch jobs, none online, none twice
+    assert stats["requests"] == stats["batch_requests"] == online_stats["requests"]
+    assert stats["repeated_bodies"] == 0
+    jobs = query(db, "SELECT job_id, requests, state FROM batch_jobs ORDER BY submitted_at")
+    assert jobs and all(state == "ended" for _, _, state in jobs)
+    assert sum(r for _, r, _ in jobs) == stats["batch_requests"]
+    # stage by stage: the first job holds every slot's paraphrase request and nothing else
+    first = query(
+        db, "SELECT stage, count(*) FROM batch_requests WHERE job_id = ? GROUP BY 1", [jobs[0][0]]
+    )
+    window = query(db, "SELECT count(*) FROM policies")[0][0]
+    assert first == [("paraphrase", window)]
+    paid_online = query(online_db, "SELECT sum(cost_usd) FROM llm_calls")[0][0]
+    paid_batch = query(db, "SELECT sum(cost_usd) FROM llm_calls")[0][0]
+    assert paid_online > 0 and paid_batch == pytest.approx(paid_online / 2)
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "google"])
+def test_batch_build_equals_online_build_for_each_provider(tmp_path: Path, recipe: Path, provider: str) -> None:
+    online_db, _ = build(tmp_path, recipe, "online", "online", provider, n=8)
+    db, stats = build(tmp_path, recipe, "batch", "batch", provider, n=8)
+    assert samples(db) == samples(online_db) and len(samples(db)) == 8
+    assert stats["requests"] == stats["batch_requests"] > 0 and stats["repeated_bodies"] == 0
+    assert query(db, "SELECT count(*) FROM batch_jobs WHERE state <> 'ended'")[0][0] == 0
+
+
+def test_killed_between_submit_and_results_resumes_by_job_id(
+    tmp_path: Path, recipe: Path, online: tuple[Path, dict[str, Any]]
+) -> None:
+    online_db, _ = online
+    db = tmp_path / "killed.duckdb"
+    cmd = build_cmd(db, recipe, N) + ["--mode", "batch", "--model", "openai:fake-model"]
+    with fake_server(batch_delay_s=3.0) as srv:
+        env = provider_env("openai", srv.url, tmp_path)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while srv.stats().get("batch_jobs", 0) < 1 and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+            time.sleep(0.3)  # the job id is in DuckDB right after the provider returned it
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.communicate()
+        jobs_at_kill = srv.stats()["batch_jobs"]
+        assert jobs_at_kill == 1
+        check_ok(run_factory(cmd, env, tmp_path))
+        stats = settled_stats(srv)
+    assert samples(db) == samples(online_db)
+    assert stats["repeated_bodies"] == 0  # the first job's requests were never submitted again
+    first = query(db, "SELECT job_id, state FROM batch_jobs ORDER BY submitted_at LIMIT 1")[0]
+    assert first[1] == "ended"
+    paraphrases = query(db, "SELECT count(*) FROM batch_requests WHERE stage = 'paraphrase'")[0][0]
+    assert paraphrases == query(db, "SELECT count(*) FROM policies")[0][0]
+
+
+def test_an_expired_job_is_resubmitted_and_the_dataset_is_unchanged(
+    tmp_path: Path, recipe: Path, online: tuple[Path, dict[str, Any]]
+) -> None:
+    online_db, _ = online
+    db = tmp_path / "expired.duckdb"
+    cmd = build_cmd(db, recipe, N) + ["--mode", "batch", "--model", "openai:fake-model"]
+    with fake_server() as srv:
+        srv.script([{"kind": "batch_expire", "unprocessed": 5}])
+        check_ok(run_factory(cmd, provider_env("openai", srv.url, tmp_path), tmp_path))
+        stats = settled_stats(srv)
+    assert samples(db) == samples(online_db)
+    states = [s for (s,) in query(db, "SELECT state FROM batch_jobs ORDER BY submitted_at")]
+    assert states[0] == "expired" and states[1:] and set(states[1:]) == {"ended"}
+    resent = query(
+        db,
+        "SELECT count(*) FROM batch_requests r JOIN batch_jobs j USING (job_id) WHERE j.state = 'ended' "
+        "AND r.key IN (SELECT key FROM batch_requests WHERE job_id = ?)",
+        [query(db, "SELECT job_id FROM batch_jobs ORDER BY submitted_at LIMIT 1")[0][0]],
+    )[0][0]
+    assert resent == 5
+    assert stats["repeated_bodies"] == 5  # exactly the expired ones went out again
+
+
+def test_local_model_has_no_batch_mode(tmp_path: Path, recipe: Path) -> None:
+    res = run_factory(
+        build_cmd(tmp_path / "x.duckdb", recipe, 2) + ["--mode", "batch", "--model", "local:smollm2-135m"],
+        cli_env(None, tmp=tmp_path),
+        tmp_path,
+    )
+    assert res.returncode == 2 and "has no batch API" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
