@@ -104,7 +104,8 @@ from aiohttp import web
 
 from factory.testing.answers import MALFORMED_TEXT, ntokens
 from factory.testing.anthropic_wire import AnthropicWire
-from factory.testing.faults import ERROR_STATUS, FAULT_KINDS, Fault, TokenBucket, parse_faults
+from factory.testing.batch_wire import BatchWire
+from factory.testing.faults import BATCH_FAULTS, ERROR_STATUS, FAULT_KINDS, Fault, TokenBucket, parse_faults
 from factory.testing.google_wire import GoogleWire
 from factory.testing.openai_wire import OpenAIWire
 from factory.testing.profiles import PRESETS, Profile, ProfileLike, parse_profile, use_profile
@@ -138,7 +139,7 @@ _JSON = "application/json"
 _MAX_BODY = 64 * 1024 * 1024
 
 
-class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
+class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire, BatchWire):
     """In-process fake LLM server (a test double). Use :class:`FakeServerProcess` from sync tests.
 
     The wire protocols are mixins (:class:`OpenAIWire`, :class:`AnthropicWire`, :class:`GoogleWire`);
@@ -167,6 +168,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         requests_limit: int = 10_000,
         tokens_limit: int = 2_000_000,
         profile: ProfileLike | None = None,
+        batch_delay_s: float = 0.2,
     ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError("fail_rate must be within [0, 1]")
@@ -179,6 +181,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self.fail_seed = int(fail_seed)
         self.require_key = require_key or None
         self.reasoning = bool(reasoning)
+        self.batch_delay_s = max(0.0, float(batch_delay_s))
         self.requests_limit = int(rate_limit * 60) if rate_limit else int(requests_limit)
         self.tokens_limit = int(tokens_limit)
         self._limiter = TokenBucket(rate_limit) if rate_limit > 0 else None
@@ -209,6 +212,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self._win_reqs = 0
         self._win_tokens = 0
         self._fail_rng = random.Random(self.fail_seed)
+        self._batch_reset()
 
     def script(self, faults: Iterable[Mapping[str, Any]]) -> int:
         """Append faults to the FIFO queue; returns the queue length. Raises ValueError on a bad fault."""
@@ -243,6 +247,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
             "reasoning_requests": self._reasoning_requests,
             "reasoning_answers": self._reasoning_answers,
             "cached_tokens": self._cached_tokens,
+            **self._batch_stats(),
         }
 
     @property
@@ -332,6 +337,9 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                     return self._reply(200, self.profile_info())
                 if path == "/_fake/health" or path == "/healthz":
                     return self._reply(200, {"ok": True, "fake": True})
+            batch = await self._batch_handle(request, method, path, query)
+            if batch is not None:
+                return batch
             return self._reply(404, {"error": {"message": f"fake server: no route for {method} {path}"}})
         except asyncio.CancelledError:
             raise
@@ -419,12 +427,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
             body = None
         if not isinstance(body, dict):
             return self._error(provider, 400, "fake server: request body is not a JSON object")
-        canon = orjson.dumps([endpoint, path_model, body], option=orjson.OPT_SORT_KEYS)
-        digest = hash(canon)  # 64-bit SipHash: enough to tell bodies apart within one process
-        if digest in self._seen:
-            self._repeated += 1
-        else:
-            self._seen.add(digest)
+        self._note_body(endpoint, path_model, body)
 
         # decide the outcome at arrival; answer after the configured latency
         outcome: tuple[int, str, float | None] | None = None
@@ -439,7 +442,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                 outcome = (429, "fake server: rate limit exceeded", max(0.001, round(wait, 3)))
         if outcome is None and self._faults:
             for i, f in enumerate(self._faults):
-                if f.applies(provider, raw):
+                if f.kind not in BATCH_FAULTS and f.applies(provider, raw):
                     del self._faults[i]
                     fault = f
                     break
@@ -479,7 +482,20 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                     pass
             else:
                 content_fault = kind
+        return self._answer(provider, body, path_model, content_fault)
 
+    def _note_body(self, endpoint: str, path_model: str | None, body: dict) -> None:
+        """Count a request body as seen (``unique_bodies``) or seen before (``repeated_bodies``); online
+        requests and the requests of batch jobs share this one space."""
+        canon = orjson.dumps([endpoint, path_model, body], option=orjson.OPT_SORT_KEYS)
+        digest = hash(canon)  # 64-bit SipHash: enough to tell bodies apart within one process
+        if digest in self._seen:
+            self._repeated += 1
+        else:
+            self._seen.add(digest)
+
+    def _answer(self, provider: str, body: dict, path_model: str | None, content_fault: str | None) -> Any:
+        """The provider's answer to a generation request body (online, or one request of a batch job)."""
         if provider == "openai":
             return self._openai(body, content_fault)
         if provider == "anthropic":
