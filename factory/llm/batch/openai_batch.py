@@ -130,7 +130,7 @@ class OpenAIBatchAPI(BatchAPI):
         body = response.get("body")
         request_id = response.get("request_id", "")
         if status == 200:
-            return parsed(custom_id, lambda: self.provider.parse_completion(body), request_id=request_id)
+            return parsed(custom_id, self.provider.parse_completion, body, request_id=request_id)
         detail = body_message(body) or str(body)[:300]
         return item_error(
             custom_id, status if isinstance(status, int) else None, detail, request_id=request_id

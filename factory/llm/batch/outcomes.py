@@ -4,6 +4,7 @@ result the online parser rejected, and the size check of a job."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from factory.llm.batch.base import BatchItem, BatchOutcome
 from factory.llm.errors import FatalProviderError, LLMError
@@ -20,11 +21,11 @@ def item_error(custom_id: str, status: int | None, detail: str, **extra: object)
     return BatchOutcome(custom_id=custom_id, error=f"{where}{text}", retryable=retryable, extra=dict(extra))
 
 
-def parsed(custom_id: str, parse: Callable[[], RawCompletion], **extra: object) -> BatchOutcome:
+def parsed(custom_id: str, parse: Callable[[Any], RawCompletion], body: Any, **extra: object) -> BatchOutcome:
     """The outcome of a succeeded request, parsed by the online provider's own parser (whose errors,
     such as a content-filter stop or an unreadable body, become the outcome's error)."""
     try:
-        return BatchOutcome(custom_id=custom_id, completion=parse(), extra=dict(extra))
+        return BatchOutcome(custom_id=custom_id, completion=parse(body), extra=dict(extra))
     except LLMError as exc:
         return BatchOutcome(
             custom_id=custom_id,
