@@ -26,8 +26,11 @@ batch mode, each as the official SDK (``openai``, ``anthropic``, ``google-genai`
 Every request of a job is answered by the online endpoint's own handler for the same body (same
 answer, usage, structured output, reasoning and prompt-cache accounting), in request order, once the
 job has been in progress for ``batch_delay_s`` seconds (it is processed when it is next looked at).
-Item bodies count in ``repeated_bodies`` in one space with online bodies (a Gemini item's ``model``
-is taken as the online path's model), and in ``batch_requests``; jobs in ``batch_jobs``.
+A job's requests count in ``batch_requests`` when it is created, jobs in ``batch_jobs``. A request's
+body counts in ``unique_bodies`` / ``repeated_bodies``, in one space with online bodies (a Gemini
+item's ``model`` taken as the online path's model), when the job processes it: the requests an
+expired, cancelled or failed job never ran are not counted, so resending them is no repeat, while a
+body answered online and again in a batch (or in two jobs) is.
 
 Faults (``/_fake/script``) for batches: ``batch_fail`` (the next job fails as a whole; Anthropic
 validates at creation, so there the create call is refused with a 400), ``batch_expire`` (the next job
@@ -99,6 +102,7 @@ class BatchRequest:
 class BatchJob:
     id: str
     provider: str  # openai | anthropic | gemini
+    endpoint: str  # the online endpoint its requests are answered as (the key space of repeated_bodies)
     requests: list[BatchRequest]
     created: float
     ready_at: float
@@ -191,11 +195,12 @@ class BatchWire:
         fault: Fault | None,
         prefix: str,
     ) -> BatchJob:
-        """Register a job: count its bodies (in the online bodies' space), take the item faults."""
+        """Register a job and take its requests' faults."""
         now = time.time()
         job = BatchJob(
             id=prefix + self._next_id()[:24],  # type: ignore[attr-defined]
             provider=provider,
+            endpoint=endpoint,
             requests=requests,
             created=now,
             ready_at=now + self.batch_delay_s,
@@ -204,7 +209,6 @@ class BatchWire:
         self._batch_jobs += 1
         for r in requests:
             self._batch_requests += 1
-            self._note_body(endpoint, r.path_model, r.body)  # type: ignore[attr-defined]
             r.fault = self._pop_fault(ITEM_FAULTS, provider, r.raw)
         if fault is not None and fault.kind == "batch_fail":
             job.fail = str(fault.spec.get("message") or "fake server: scripted batch_fail fault")
@@ -238,6 +242,7 @@ class BatchWire:
                 if i >= cut:
                     r.fate = "expired"
                     continue
+                self._note_body(job.endpoint, r.path_model, r.body)  # type: ignore[attr-defined]
                 resp = self._answer_item(job.provider, r)
                 r.status, r.payload, r.fate = resp.status, orjson.loads(resp.body), "answered"
         job.state, job.ended = ("expired" if job.unprocessed else "ended"), now
