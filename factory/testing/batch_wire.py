@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,8 +131,21 @@ class BatchWire:
     ``url`` and ``batch_delay_s`` it uses.
     """
 
+    # provided by FakeLLMServer
     batch_delay_s: float
     profile: Profile | None
+    require_key: str | None
+    url: str
+    _faults: Any
+    _faults_applied: int
+    _by_fault: dict[str, int]
+    _auth_failures: int
+    _answer: Callable[[str, dict, str | None, str | None], Any]
+    _note_body: Callable[[str, str | None, dict], None]
+    _error: Callable[..., Any]
+    _reply: Callable[..., Any]
+    _next_id: Callable[[], str]
+    _key_ok: Callable[[str, Any, str], bool]
 
     def _batch_reset(self) -> None:
         if not hasattr(self, "_jobs"):  # jobs and files outlive /_fake/reset; counters do not
@@ -170,19 +184,19 @@ class BatchWire:
 
     def _refused(self, provider: str, request: Any, query: str) -> Any:
         """The 401 answer when the server requires a key the request lacks, else None."""
-        if self.require_key is not None and not self._key_ok(provider, request, query):  # type: ignore[attr-defined]
-            self._auth_failures += 1  # type: ignore[attr-defined]
-            return self._error(provider, 401, "fake server: invalid or missing API key")  # type: ignore[attr-defined]
+        if self.require_key is not None and not self._key_ok(provider, request, query):
+            self._auth_failures += 1
+            return self._error(provider, 401, "fake server: invalid or missing API key")
         return None
 
     # -- jobs, shared by the three protocols ---------------------------------------------------
     def _pop_fault(self, kinds: frozenset[str], provider: str, raw: bytes) -> Fault | None:
-        faults = self._faults  # type: ignore[attr-defined]
+        faults = self._faults
         for i, f in enumerate(faults):
             if f.kind in kinds and f.applies(provider, raw):
                 del faults[i]
-                self._faults_applied += 1  # type: ignore[attr-defined]
-                by = self._by_fault  # type: ignore[attr-defined]
+                self._faults_applied += 1
+                by = self._by_fault
                 by[f.kind] = by.get(f.kind, 0) + 1
                 return f
         return None
@@ -198,7 +212,7 @@ class BatchWire:
         """Register a job and take its requests' faults."""
         now = time.time()
         job = BatchJob(
-            id=prefix + self._next_id()[:24],  # type: ignore[attr-defined]
+            id=prefix + self._next_id()[:24],
             provider=provider,
             endpoint=endpoint,
             requests=requests,
@@ -242,7 +256,7 @@ class BatchWire:
                 if i >= cut:
                     r.fate = "expired"
                     continue
-                self._note_body(job.endpoint, r.path_model, r.body)  # type: ignore[attr-defined]
+                self._note_body(job.endpoint, r.path_model, r.body)
                 resp = self._answer_item(job.provider, r)
                 r.status, r.payload, r.fate = resp.status, orjson.loads(resp.body), "answered"
         job.state, job.ended = ("expired" if job.unprocessed else "ended"), now
@@ -252,13 +266,24 @@ class BatchWire:
         if f is not None and f.kind == "batch_item_error":
             status = int(f.spec.get("status", 500))
             message = f.spec.get("message") or f"fake server: scripted batch_item_error ({status})"
-            return self._error(provider, status, message)  # type: ignore[attr-defined]
-        return self._answer(provider, r.body, r.path_model, f.kind if f is not None else None)  # type: ignore[attr-defined]
+            return self._error(provider, status, message)
+        return self._answer(provider, r.body, r.path_model, f.kind if f is not None else None)
 
     def _cancel(self, job: BatchJob) -> None:
         self._advance(job)
         if job.state == "running":
             job.state, job.cancelled_at = "cancelling", time.time()
+
+    def _job_route(self, job: BatchJob, method: str, tail: str, render: Callable[[BatchJob], Any]) -> Any:
+        """`GET <job>` and `POST <job>/cancel`, answered with the job as `render` shapes it (None:
+        another route)."""
+        if method == "POST" and tail == "cancel":
+            self._cancel(job)
+            return self._reply(200, render(job))
+        if method == "GET" and not tail:
+            self._advance(job)
+            return self._reply(200, render(job))
+        return None
 
     def _job(self, job_id: str, provider: str) -> BatchJob | None:
         job = self._jobs.get(job_id)
@@ -286,31 +311,28 @@ class BatchWire:
             file_id, _, tail = p[len("/files/") :].partition("/")
             stored = self._files.get(file_id)
             if stored is None:
-                return self._error("openai", 404, f"No such File object: {file_id}")  # type: ignore[attr-defined]
+                return self._error("openai", 404, f"No such File object: {file_id}")
             if method == "GET" and tail == "content":
                 return self._raw_reply(stored[1])
             if method == "GET" and not tail:
-                return self._reply(200, stored[0])  # type: ignore[attr-defined]
+                return self._reply(200, stored[0])
             if method == "DELETE" and not tail:
                 del self._files[file_id]
-                return self._reply(200, {"id": file_id, "object": "file", "deleted": True})  # type: ignore[attr-defined]
+                return self._reply(200, {"id": file_id, "object": "file", "deleted": True})
         if p == "/batches" and method == "POST":
             return await self._openai_create(request)
         if p.startswith("/batches/"):
             batch_id, _, tail = p[len("/batches/") :].partition("/")
             job = self._job(batch_id, "openai")
             if job is None:
-                return self._error("openai", 404, f"No batch found with id '{batch_id}'.")  # type: ignore[attr-defined]
-            if method == "POST" and tail == "cancel":
-                self._cancel(job)
-                return self._reply(200, self._openai_batch(job))  # type: ignore[attr-defined]
-            if method == "GET" and not tail:
-                self._advance(job)
-                return self._reply(200, self._openai_batch(job))  # type: ignore[attr-defined]
-        return self._error("openai", 404, f"fake server: no route for {method} /v1{p}")  # type: ignore[attr-defined]
+                return self._error("openai", 404, f"No batch found with id '{batch_id}'.")
+            answer = self._job_route(job, method, tail, self._openai_batch)
+            if answer is not None:
+                return answer
+        return self._error("openai", 404, f"fake server: no route for {method} /v1{p}")
 
     def _store_file(self, content: bytes, filename: str, purpose: str) -> str:
-        file_id = "file-" + self._next_id()[:24]  # type: ignore[attr-defined]
+        file_id = "file-" + self._next_id()[:24]
         meta = {
             "id": file_id,
             "object": "file",
@@ -327,30 +349,30 @@ class BatchWire:
         try:
             form = await request.post()
         except ValueError as exc:
-            return self._error("openai", 400, f"fake server: unreadable multipart body: {exc}")  # type: ignore[attr-defined]
+            return self._error("openai", 400, f"fake server: unreadable multipart body: {exc}")
         upload, purpose = form.get("file"), form.get("purpose")
         if upload is None or not purpose:
-            return self._error("openai", 400, "fake server: 'file' and 'purpose' are required")  # type: ignore[attr-defined]
+            return self._error("openai", 400, "fake server: 'file' and 'purpose' are required")
         if isinstance(upload, str):
             content, filename = upload.encode(), "upload.jsonl"
         else:
             content, filename = upload.file.read(), upload.filename or "upload.jsonl"
         file_id = self._store_file(content, filename, str(purpose))
-        return self._reply(200, self._files[file_id][0])  # type: ignore[attr-defined]
+        return self._reply(200, self._files[file_id][0])
 
     async def _openai_create(self, request: Any) -> Any:
         body = self._json_body(await request.read())
         if not isinstance(body, dict):
-            return self._error("openai", 400, "fake server: request body is not a JSON object")  # type: ignore[attr-defined]
+            return self._error("openai", 400, "fake server: request body is not a JSON object")
         file_id = body.get("input_file_id")
         stored = self._files.get(file_id) if isinstance(file_id, str) else None
         if stored is None:
-            return self._error("openai", 404, f"No such File object: {file_id}")  # type: ignore[attr-defined]
+            return self._error("openai", 404, f"No such File object: {file_id}")
         endpoint = body.get("endpoint")
         if endpoint != _OPENAI_ENDPOINT:
-            return self._error("openai", 400, f"fake server: only {_OPENAI_ENDPOINT} batches are served")  # type: ignore[attr-defined]
+            return self._error("openai", 400, f"fake server: only {_OPENAI_ENDPOINT} batches are served")
         if body.get("completion_window") != "24h":
-            return self._error("openai", 400, "completion_window must be '24h'")  # type: ignore[attr-defined]
+            return self._error("openai", 400, "completion_window must be '24h'")
         content = stored[1]
         requests: list[BatchRequest] = []
         problems: list[dict[str, Any]] = []
@@ -381,7 +403,7 @@ class BatchWire:
                 {"code": "invalid_request", "message": job.fail, "line": None, "param": None}
             ]
         job.info.update(input_file_id=file_id, metadata=body.get("metadata"))
-        return self._reply(200, self._openai_batch(job))  # type: ignore[attr-defined]
+        return self._reply(200, self._openai_batch(job))
 
     def _openai_files(self, job: BatchJob) -> None:
         """Write a finished job's output and error files (once)."""
@@ -390,11 +412,11 @@ class BatchWire:
         out: list[bytes] = []
         err: list[bytes] = []
         for r in job.requests:
-            line: dict[str, Any] = {"id": "batch_req_" + self._next_id()[:24], "custom_id": r.custom_id}  # type: ignore[attr-defined]
+            line: dict[str, Any] = {"id": "batch_req_" + self._next_id()[:24], "custom_id": r.custom_id}
             if r.fate == "answered":
                 line["response"] = {
                     "status_code": r.status,
-                    "request_id": "req_" + self._next_id()[:24],  # type: ignore[attr-defined]
+                    "request_id": "req_" + self._next_id()[:24],
                     "body": r.payload,
                 }
                 line["error"] = None
@@ -455,26 +477,23 @@ class BatchWire:
         batch_id, _, tail = rest.lstrip("/").partition("/")
         job = self._job(batch_id, "anthropic")
         if job is None:
-            return self._error("anthropic", 404, f"fake server: no message batch {batch_id!r}")  # type: ignore[attr-defined]
-        if method == "POST" and tail == "cancel":
-            self._cancel(job)
-            return self._reply(200, self._anthropic_batch(job))  # type: ignore[attr-defined]
-        if method == "GET" and not tail:
-            self._advance(job)
-            return self._reply(200, self._anthropic_batch(job))  # type: ignore[attr-defined]
+            return self._error("anthropic", 404, f"fake server: no message batch {batch_id!r}")
+        answer = self._job_route(job, method, tail, self._anthropic_batch)
+        if answer is not None:
+            return answer
         if method == "GET" and tail == "results":
             self._advance(job)
             if not job.finished:
-                return self._error("anthropic", 400, f"Message Batch {batch_id} has not yet ended.")  # type: ignore[attr-defined]
+                return self._error("anthropic", 400, f"Message Batch {batch_id} has not yet ended.")
             return self._raw_reply(self._anthropic_results(job), "application/x-jsonl")
-        return self._error("anthropic", 404, f"fake server: no route for {method} /v1/messages/batches{rest}")  # type: ignore[attr-defined]
+        return self._error("anthropic", 404, f"fake server: no route for {method} /v1/messages/batches{rest}")
 
     async def _anthropic_create(self, request: Any) -> Any:
         raw = await request.read()
         body = self._json_body(raw)
         items = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
-            return self._error("anthropic", 400, "requests: a non-empty list is required")  # type: ignore[attr-defined]
+            return self._error("anthropic", 400, "requests: a non-empty list is required")
         requests: list[BatchRequest] = []
         seen: set[str] = set()
         for i, item in enumerate(items):
@@ -483,18 +502,18 @@ class BatchWire:
             if not isinstance(cid, str) or not _ANTHROPIC_ID.match(cid) or cid in seen:
                 return self._error(
                     "anthropic", 400, f"requests.{i}.custom_id: a unique id of 1-64 [a-zA-Z0-9_-]"
-                )  # type: ignore[attr-defined]
+                )
             if not isinstance(params, dict):
-                return self._error("anthropic", 400, f"requests.{i}.params: an object is required")  # type: ignore[attr-defined]
+                return self._error("anthropic", 400, f"requests.{i}.params: an object is required")
             seen.add(cid)
             requests.append(BatchRequest(cid, params, None, orjson.dumps(item)))
         fault = self._pop_fault(JOB_FAULTS, "anthropic", raw)
         if fault is not None and fault.kind == "batch_fail":  # Anthropic validates a batch when it is created
             return self._error(
                 "anthropic", 400, fault.spec.get("message") or "fake server: scripted batch_fail fault"
-            )  # type: ignore[attr-defined]
+            )
         job = self._open_job("anthropic", "anthropic.messages", requests, fault, "msgbatch_")
-        return self._reply(200, self._anthropic_batch(job))  # type: ignore[attr-defined]
+        return self._reply(200, self._anthropic_batch(job))
 
     def _anthropic_batch(self, job: BatchJob) -> dict[str, Any]:
         status = {"running": "in_progress", "cancelling": "canceling"}.get(job.state, "ended")
@@ -515,7 +534,7 @@ class BatchWire:
             "ended_at": _rfc3339(job.ended) if job.ended is not None else None,
             "cancel_initiated_at": _rfc3339(job.cancelled_at) if job.cancelled_at is not None else None,
             "archived_at": None,
-            "results_url": f"{self.url}/v1/messages/batches/{job.id}/results" if ended else None,  # type: ignore[attr-defined]
+            "results_url": f"{self.url}/v1/messages/batches/{job.id}/results" if ended else None,
         }
 
     @staticmethod
@@ -543,16 +562,16 @@ class BatchWire:
             batch_id, _, verb = parts[3].partition(":")
             job = self._job(batch_id, "gemini")
             if job is None:
-                return self._error("gemini", 404, f"fake server: no batch batches/{batch_id}")  # type: ignore[attr-defined]
+                return self._error("gemini", 404, f"fake server: no batch batches/{batch_id}")
             if method == "GET" and not verb:
                 self._advance(job)
-                return self._reply(200, self._gemini_operation(job))  # type: ignore[attr-defined]
+                return self._reply(200, self._gemini_operation(job))
             if method == "POST" and verb == "cancel":
                 self._cancel(job)
-                return self._reply(200, {})  # type: ignore[attr-defined]
+                return self._reply(200, {})
             if method == "DELETE" and not verb:
                 del self._jobs[batch_id]
-                return self._reply(200, {})  # type: ignore[attr-defined]
+                return self._reply(200, {})
         return None
 
     async def _gemini_create(self, request: Any, path_model: str) -> Any:
@@ -564,14 +583,14 @@ class BatchWire:
         if not isinstance(items, list) or not items:
             return self._error(
                 "gemini", 400, "fake server: batch.inputConfig.requests.requests must hold inlined requests"
-            )  # type: ignore[attr-defined]
+            )
         requests: list[BatchRequest] = []
         for i, item in enumerate(items):
             req = item.get("request") if isinstance(item, dict) else None
             if not isinstance(req, dict):
                 return self._error(
                     "gemini", 400, f"batch.inputConfig.requests.requests[{i}].request is required"
-                )  # type: ignore[attr-defined]
+                )
             online = {
                 k: v for k, v in req.items() if k != "model"
             }  # the online body names its model in the path
@@ -584,7 +603,7 @@ class BatchWire:
         job.info.update(
             model=path_model, display_name=batch.get("displayName") if isinstance(batch, dict) else None
         )
-        return self._reply(200, self._gemini_operation(job))  # type: ignore[attr-defined]
+        return self._reply(200, self._gemini_operation(job))
 
     def _gemini_operation(self, job: BatchJob) -> dict[str, Any]:
         name = f"batches/{job.id}"

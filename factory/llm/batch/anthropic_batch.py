@@ -15,9 +15,8 @@ from typing import Any
 import anthropic
 import orjson
 
-from factory.llm.batch.base import BatchAPI, BatchItem, BatchOutcome, JobStatus
-from factory.llm.batch.outcomes import check_size, item_error, parsed
-from factory.llm.config import EndpointConfig
+from factory.llm.batch.base import BatchItem, BatchOutcome, JobStatus
+from factory.llm.batch.common import ProviderBatchAPI, check_size, item_error, parsed
 from factory.llm.providers.anthropic_provider import AnthropicProvider
 from factory.llm.providers.base import body_message
 
@@ -36,15 +35,13 @@ ERROR_STATUS = {
 }
 
 
-class AnthropicBatchAPI(BatchAPI):
+class AnthropicBatchAPI(ProviderBatchAPI):
     name = "anthropic"
     max_requests = 100_000
     max_bytes = 256 * 1024 * 1024
 
-    def __init__(self, config: EndpointConfig) -> None:
-        super().__init__(config)
-        self.provider = AnthropicProvider(config)
-        self.client = self.provider.client
+    provider_class = AnthropicProvider
+    provider: AnthropicProvider
 
     def _error(self, exc: Exception) -> Exception:
         return self.provider.sdk_error(exc, anthropic)
@@ -109,6 +106,3 @@ class AnthropicBatchAPI(BatchAPI):
             await self.client.messages.batches.cancel(job_id)
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             raise self._error(exc) from exc
-
-    async def aclose(self) -> None:
-        await self.provider.aclose()

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from google.genai import types
 
-from factory.llm.batch.base import BatchAPI, BatchItem, BatchOutcome, JobState, JobStatus
-from factory.llm.batch.outcomes import check_size, item_error, parsed
+from factory.llm.batch.base import BatchItem, BatchOutcome, JobState, JobStatus
+from factory.llm.batch.common import ProviderBatchAPI, check_size, item_error, parsed
 from factory.llm.config import EndpointConfig
 from factory.llm.providers.google_provider import GoogleProvider
 
@@ -31,16 +31,17 @@ _STATE: dict[str, JobState] = {
 }  # any other state (pending, queued, running, cancelling, paused, updating): running
 
 
-class GoogleBatchAPI(BatchAPI):
+class GoogleBatchAPI(ProviderBatchAPI):
     name = "google"
     # inlined requests travel in the create call, which the API caps at 20 MB: stay well below
     max_requests = 10_000
     max_bytes = 10 * 1024 * 1024
 
+    provider_class = GoogleProvider
+    provider: GoogleProvider
+
     def __init__(self, config: EndpointConfig) -> None:
         super().__init__(config)
-        self.provider = GoogleProvider(config)
-        self.client = self.provider.client
         self._submitted: dict[str, list[str]] = {}  # job name -> custom ids in request order
 
     async def _call(self, coro: Any) -> Any:
@@ -120,6 +121,3 @@ class GoogleBatchAPI(BatchAPI):
 
     async def cancel(self, job_id: str) -> None:
         await self._call(self.client.aio.batches.cancel(name=job_id))
-
-    async def aclose(self) -> None:
-        await self.provider.aclose()

@@ -14,9 +14,8 @@ from typing import Any
 import openai
 import orjson
 
-from factory.llm.batch.base import BatchAPI, BatchItem, BatchOutcome, JobState, JobStatus
-from factory.llm.batch.outcomes import check_size, item_error, parsed
-from factory.llm.config import EndpointConfig
+from factory.llm.batch.base import BatchItem, BatchOutcome, JobState, JobStatus
+from factory.llm.batch.common import ProviderBatchAPI, check_size, item_error, parsed
 from factory.llm.providers.base import body_message
 from factory.llm.providers.openai_provider import OpenAIProvider
 
@@ -34,15 +33,13 @@ _STATE: dict[str, JobState] = {
 }
 
 
-class OpenAIBatchAPI(BatchAPI):
+class OpenAIBatchAPI(ProviderBatchAPI):
     name = "openai"
     max_requests = 50_000
     max_bytes = 200 * 1024 * 1024
 
-    def __init__(self, config: EndpointConfig) -> None:
-        super().__init__(config)
-        self.provider = OpenAIProvider(config)
-        self.client = self.provider.client
+    provider_class = OpenAIProvider
+    provider: OpenAIProvider
 
     def _error(self, exc: Exception) -> Exception:
         return self.provider.sdk_error(exc, openai)
@@ -141,6 +138,3 @@ class OpenAIBatchAPI(BatchAPI):
             await self.client.batches.cancel(job_id)
         except (openai.APIStatusError, openai.APIConnectionError) as exc:
             raise self._error(exc) from exc
-
-    async def aclose(self) -> None:
-        await self.provider.aclose()

@@ -1,14 +1,16 @@
-"""What the three batch adapters share: per-item outcomes from a provider's item error or from a
-result the online parser rejected, and the size check of a job."""
+"""What the three batch adapters share: the online provider each one is built on, per-item outcomes
+(from a provider's item error, or from a result the online parser rejected) and the size check of a
+job."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from factory.llm.batch.base import BatchItem, BatchOutcome
+from factory.llm.batch.base import BatchAPI, BatchItem, BatchOutcome
+from factory.llm.config import EndpointConfig
 from factory.llm.errors import FatalProviderError, LLMError
-from factory.llm.providers.base import RETRYABLE_STATUS
+from factory.llm.providers.base import RETRYABLE_STATUS, Provider
 from factory.llm.types import RawCompletion
 
 
@@ -43,3 +45,18 @@ def check_size(name: str, items: list[BatchItem], n_bytes: int, max_requests: in
         raise ValueError(f"{name}: {len(items)} requests in one job; the limit is {max_requests}")
     if n_bytes > max_bytes:
         raise ValueError(f"{name}: a job of {n_bytes} bytes; the limit is {max_bytes}")
+
+
+class ProviderBatchAPI(BatchAPI):
+    """A batch adapter over the online provider of its endpoint: the provider's SDK client (key, base
+    URL, timeouts), its request-body builder, its response parser and its error mapping."""
+
+    provider_class: type[Provider]
+
+    def __init__(self, config: EndpointConfig) -> None:
+        super().__init__(config)
+        self.provider = self.provider_class(config)
+        self.client: Any = self.provider.client  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
