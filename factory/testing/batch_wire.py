@@ -208,8 +208,10 @@ class BatchWire:
         requests: list[BatchRequest],
         fault: Fault | None,
         prefix: str,
+        invalid: str | None = None,
     ) -> BatchJob:
-        """Register a job and take its requests' faults."""
+        """Register a job (failed when `invalid` says why its input is, or by a `batch_fail` fault)
+        and take its requests' faults (none for a job that will fail)."""
         now = time.time()
         job = BatchJob(
             id=prefix + self._next_id()[:24],
@@ -221,12 +223,15 @@ class BatchWire:
             profile=self.profile,
         )
         self._batch_jobs += 1
-        for r in requests:
-            self._batch_requests += 1
-            r.fault = self._pop_fault(ITEM_FAULTS, provider, r.raw)
-        if fault is not None and fault.kind == "batch_fail":
+        self._batch_requests += len(requests)
+        if invalid is not None:
+            job.fail = invalid
+        elif fault is not None and fault.kind == "batch_fail":
             job.fail = str(fault.spec.get("message") or "fake server: scripted batch_fail fault")
-        elif fault is not None:  # batch_expire
+        if job.fail is None:
+            for r in requests:
+                r.fault = self._pop_fault(ITEM_FAULTS, provider, r.raw)
+        if fault is not None and fault.kind == "batch_expire":
             n = len(requests)
             if "unprocessed" in fault.spec:
                 job.unprocessed = max(0, min(n, int(fault.spec["unprocessed"])))
@@ -394,9 +399,9 @@ class BatchWire:
             seen.add(item["custom_id"])
             requests.append(BatchRequest(item["custom_id"], item["body"], None, bytes(line)))
         fault = self._pop_fault(JOB_FAULTS, "openai", content)
-        job = self._open_job("openai", "openai.chat_completions", requests, fault, "batch_")
+        invalid = problems[0]["message"] if problems else None
+        job = self._open_job("openai", "openai.chat_completions", requests, fault, "batch_", invalid)
         if problems:
-            job.fail = problems[0]["message"]
             job.info["errors"] = problems
         elif job.fail is not None:
             job.info["errors"] = [

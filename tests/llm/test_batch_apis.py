@@ -261,3 +261,19 @@ async def test_the_declared_job_limits(provider: str, api: BatchAPI) -> None:
     }
     assert (api.max_requests, api.max_bytes) == limits[provider]
     assert api.name == provider
+
+
+async def test_a_fresh_adapter_reads_a_job_it_did_not_submit(
+    provider: str, api: BatchAPI, make_cfg: Callable[..., EndpointConfig], closing: Callable[[Any], Any]
+) -> None:
+    """A resumed build polls and reads the jobs of the build before it: results are matched by key,
+    not by anything the submitting adapter remembers."""
+    items = [item(n, f"resumed request {n}") for n in range(3)]
+    job_id = await api.submit(items)
+    resumed = closing(make_batch_api(make_cfg(provider)))
+    _, status = await finish(resumed, job_id)
+    assert status.state == "ended" and status.done == 3
+    by_key = {o.custom_id: o.completion for o in await resumed.results(job_id)}
+    assert by_key == {o.custom_id: o.completion for o in await api.results(job_id)}
+    assert sorted(by_key) == [i.custom_id for i in items]
+    assert len({c.text for c in by_key.values() if c is not None}) == 3

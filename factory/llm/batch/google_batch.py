@@ -7,7 +7,9 @@ when a response lacks it and this adapter submitted the job). Responses are pars
 `GoogleProvider.parse_response`.
 
 The SDK's `BatchJob` carries no request counts and (in Gemini Developer API mode) drops the error of
-a failed job; for a failed job the detail is read from the batch resource itself.
+a failed job: `JobStatus.total` is the number of requests this adapter submitted (for a job submitted
+by an earlier process, the responses so far), `done`/`failed` count the inlined responses, and a
+failed job's detail is read from the batch resource itself through the SDK's API client.
 """
 
 from __future__ import annotations
