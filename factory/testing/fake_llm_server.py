@@ -9,6 +9,16 @@ be tested offline, deterministically and fast:
 * Anthropic Messages: ``POST /v1/messages`` (``GET /v1/models`` answers in Anthropic's shape when
   the request carries an ``anthropic-version`` header).
 * Google Gemini: ``POST /{v1beta|v1|v1alpha}/models/{model}:generateContent``.
+* The providers' batch APIs (module ``batch_wire``): OpenAI Batch (``POST /v1/files`` with a JSONL
+  file of ``/v1/chat/completions`` requests, ``POST /v1/batches``, ``GET /v1/batches/{id}``,
+  ``POST /v1/batches/{id}/cancel``, ``GET /v1/files/{id}/content`` for the output and error files),
+  Anthropic Message Batches (``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``, its
+  ``/results`` JSONL and ``/cancel``) and Gemini batch mode (``POST .../models/{model}:batchGenerateContent``
+  with inlined requests, ``GET /{version}/batches/{id}`` as a long-running operation whose
+  ``metadata.output`` holds the inlined responses, ``:cancel``). Every request of a job is answered by
+  the online endpoint's own handler for the same body, so a batched answer equals the online one
+  (text, usage, structured output, reasoning, prompt-cache accounting). A job stays in progress for
+  ``batch_delay_s`` seconds (default 0.2, CLI ``--batch-delay``) and is processed when next looked at.
 
 Answers are synthetic. When the request asks for structured output (OpenAI ``response_format``
 ``json_schema``, a forced Anthropic tool or ``output_format``/``output_config``, Gemini
@@ -37,12 +47,24 @@ Failures are injected through a control API that is not part of any provider pro
   ``bad_request`` (400), ``unauthorized`` (401). Optional fault keys: ``match`` (substring the raw
   request body must contain), ``provider`` (``openai``/``anthropic``/``gemini``), ``times``
   (enqueue that many copies), ``retry_after`` (rate_limit), ``seconds`` (hang), ``message``.
+  Batch faults, taken by batch jobs only (online requests never take them): ``batch_fail`` (the next
+  job fails as a whole: OpenAI status ``failed`` with ``errors``, Gemini ``BATCH_STATE_FAILED`` with
+  ``error``; Anthropic validates at creation, so there the create call gets a 400), ``batch_expire``
+  (the next job expires with its last ``unprocessed`` requests, or ``share`` of them (default 0.5, at
+  least one), never run), ``batch_item_error`` (the request of a job whose body contains ``match``
+  gets an errored result of HTTP ``status``: 500 by default, retryable; 400 for an invalid request).
+  The content faults apply to a batch's requests as to online ones; the error-status faults and
+  ``hang`` to online requests only.
 * ``GET /_fake/stats`` returns counters; ``POST /_fake/reset`` clears counters and the queue.
   ``requests`` counts generation requests only (not ``GET /v1/models`` nor ``/_fake/``);
   ``repeated_bodies`` counts requests whose canonical JSON body (endpoint, model, messages, params)
   had been seen before; ``reasoning_requests`` counts answered requests that asked for reasoning and
   ``reasoning_answers`` those whose answer carried it; ``cached_tokens`` the prompt tokens reported as
-  read from the prompt cache.
+  read from the prompt cache; ``batch_jobs`` the batch jobs created and ``batch_requests`` their
+  requests (batch requests are not in ``requests``). The requests a batch job processes count in
+  ``unique_bodies``/``repeated_bodies`` in one space with online bodies (a body answered online and
+  again in a batch is a repeat; a request an expired or cancelled job never ran is not counted, so
+  resending it is none). ``require_key`` applies to every batch route too.
 * Prompt caching, deterministic: a request whose prefix (OpenAI: the leading system messages; Anthropic:
   the system blocks, when one carries ``cache_control``; Gemini: the system instruction) was sent
   before on the same wire reports that prefix's tokens as cached (``prompt_tokens_details.cached_tokens``,
@@ -58,7 +80,7 @@ and answers. OpenAI function tools forced through ``tool_choice`` (a named funct
 Server-wide options (constructor arguments of :class:`FakeLLMServer` and CLI flags): ``latency``,
 ``rate_limit`` (requests/s, 0 = off), ``fail_rate`` + ``fail_seed`` (random 500s), ``require_key``,
 ``profile`` (below), ``reasoning`` (every OpenAI answer carries ``reasoning_content``, like a vLLM
-reasoning parser).
+reasoning parser), ``batch_delay_s`` (how long a batch job stays in progress).
 
 Field profiles (``profile``, CLI ``--profile NAME|JSON``; module ``profiles``) make structured answers
 skewed like a real model's instead of uniform: a mapping from a property NAME to a distribution,
@@ -79,7 +101,7 @@ or from tests through :class:`FakeServerProcess`, a context manager that owns th
 Where the parts live (all in ``factory/testing``): this module holds :class:`FakeLLMServer` (routing,
 control API, auth/limiter/fault decision, accounting), which composes the three wire protocols
 ``openai_wire``, ``anthropic_wire`` and ``google_wire`` (route handler, key check, error envelope
-and rate-limit headers of each); ``answers`` builds the reply content and applies content faults;
+and rate-limit headers of each) and ``batch_wire`` (the three batch APIs and their job store); ``answers`` builds the reply content and applies content faults;
 ``faults`` holds the fault kinds, scripted faults and the token bucket; ``schema_instances`` (over
 ``schema_compiler`` and ``vocabulary``) generates schema instances; ``profiles`` parses field profiles
 and holds the presets; ``server_cli`` is the command line and ``server_process`` holds
@@ -104,7 +126,8 @@ from aiohttp import web
 
 from factory.testing.answers import MALFORMED_TEXT, ntokens
 from factory.testing.anthropic_wire import AnthropicWire
-from factory.testing.faults import ERROR_STATUS, FAULT_KINDS, Fault, TokenBucket, parse_faults
+from factory.testing.batch_wire import BatchWire
+from factory.testing.faults import BATCH_FAULTS, ERROR_STATUS, FAULT_KINDS, Fault, TokenBucket, parse_faults
 from factory.testing.google_wire import GoogleWire
 from factory.testing.openai_wire import OpenAIWire
 from factory.testing.profiles import PRESETS, Profile, ProfileLike, parse_profile, use_profile
@@ -138,7 +161,7 @@ _JSON = "application/json"
 _MAX_BODY = 64 * 1024 * 1024
 
 
-class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
+class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire, BatchWire):
     """In-process fake LLM server (a test double). Use :class:`FakeServerProcess` from sync tests.
 
     The wire protocols are mixins (:class:`OpenAIWire`, :class:`AnthropicWire`, :class:`GoogleWire`);
@@ -167,6 +190,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         requests_limit: int = 10_000,
         tokens_limit: int = 2_000_000,
         profile: ProfileLike | None = None,
+        batch_delay_s: float = 0.2,
     ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError("fail_rate must be within [0, 1]")
@@ -179,6 +203,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self.fail_seed = int(fail_seed)
         self.require_key = require_key or None
         self.reasoning = bool(reasoning)
+        self.batch_delay_s = max(0.0, float(batch_delay_s))
         self.requests_limit = int(rate_limit * 60) if rate_limit else int(requests_limit)
         self.tokens_limit = int(tokens_limit)
         self._limiter = TokenBucket(rate_limit) if rate_limit > 0 else None
@@ -209,6 +234,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
         self._win_reqs = 0
         self._win_tokens = 0
         self._fail_rng = random.Random(self.fail_seed)
+        self._batch_reset()
 
     def script(self, faults: Iterable[Mapping[str, Any]]) -> int:
         """Append faults to the FIFO queue; returns the queue length. Raises ValueError on a bad fault."""
@@ -243,6 +269,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
             "reasoning_requests": self._reasoning_requests,
             "reasoning_answers": self._reasoning_answers,
             "cached_tokens": self._cached_tokens,
+            **self._batch_stats(),
         }
 
     @property
@@ -332,6 +359,9 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                     return self._reply(200, self.profile_info())
                 if path == "/_fake/health" or path == "/healthz":
                     return self._reply(200, {"ok": True, "fake": True})
+            batch = await self._batch_handle(request, method, path, query)
+            if batch is not None:
+                return batch
             return self._reply(404, {"error": {"message": f"fake server: no route for {method} {path}"}})
         except asyncio.CancelledError:
             raise
@@ -419,12 +449,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
             body = None
         if not isinstance(body, dict):
             return self._error(provider, 400, "fake server: request body is not a JSON object")
-        canon = orjson.dumps([endpoint, path_model, body], option=orjson.OPT_SORT_KEYS)
-        digest = hash(canon)  # 64-bit SipHash: enough to tell bodies apart within one process
-        if digest in self._seen:
-            self._repeated += 1
-        else:
-            self._seen.add(digest)
+        self._note_body(endpoint, path_model, body)
 
         # decide the outcome at arrival; answer after the configured latency
         outcome: tuple[int, str, float | None] | None = None
@@ -439,7 +464,7 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                 outcome = (429, "fake server: rate limit exceeded", max(0.001, round(wait, 3)))
         if outcome is None and self._faults:
             for i, f in enumerate(self._faults):
-                if f.applies(provider, raw):
+                if f.kind not in BATCH_FAULTS and f.applies(provider, raw):
                     del self._faults[i]
                     fault = f
                     break
@@ -479,7 +504,20 @@ class FakeLLMServer(OpenAIWire, AnthropicWire, GoogleWire):
                     pass
             else:
                 content_fault = kind
+        return self._answer(provider, body, path_model, content_fault)
 
+    def _note_body(self, endpoint: str, path_model: str | None, body: dict) -> None:
+        """Count a request body as seen (``unique_bodies``) or seen before (``repeated_bodies``); online
+        requests and the requests of batch jobs share this one space."""
+        canon = orjson.dumps([endpoint, path_model, body], option=orjson.OPT_SORT_KEYS)
+        digest = hash(canon)  # 64-bit SipHash: enough to tell bodies apart within one process
+        if digest in self._seen:
+            self._repeated += 1
+        else:
+            self._seen.add(digest)
+
+    def _answer(self, provider: str, body: dict, path_model: str | None, content_fault: str | None) -> Any:
+        """The provider's answer to a generation request body (online, or one request of a batch job)."""
         if provider == "openai":
             return self._openai(body, content_fault)
         if provider == "anthropic":

@@ -21,8 +21,12 @@ FAULT_KINDS = frozenset(
         "empty",
         "bad_request",
         "unauthorized",
+        "batch_expire",
+        "batch_item_error",
+        "batch_fail",
     }
 )
+BATCH_FAULTS = frozenset({"batch_expire", "batch_item_error", "batch_fail"})  # batch jobs only
 CONTENT_FAULTS = frozenset({"malformed", "truncated", "wrong_schema", "empty"})
 ERROR_STATUS = {
     "rate_limit": 429,

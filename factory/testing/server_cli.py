@@ -50,6 +50,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every OpenAI answer carries reasoning_content (like a vLLM reasoning parser)",
     )
+    p.add_argument(
+        "--batch-delay",
+        type=float,
+        default=0.2,
+        help="seconds a batch job stays in progress before it is processed (default 0.2)",
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     return p.parse_args(argv)
 
@@ -68,6 +74,7 @@ async def _serve(args: argparse.Namespace) -> None:
         require_key=args.require_key,
         profile=args.profile,
         reasoning=args.reasoning,
+        batch_delay_s=args.batch_delay,
     )
     await serve_until_signalled(server)
 

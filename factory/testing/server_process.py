@@ -45,6 +45,8 @@ class FakeServerProcess:
     JSON text; None (default) = uniform answers. It is checked here (ValueError). ``set_profile``
     changes it at run time (``POST /_fake/profile``) for the requests that follow; ``get_profile()``
     returns the active one. Same request, same answer still holds with a profile.
+
+    ``batch_delay_s`` (``--batch-delay``): how long a batch job stays in progress (server default 0.2 s).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class FakeServerProcess:
         require_key: str | None = None,
         profile: ProfileLike | None = None,
         reasoning: bool = False,
+        batch_delay_s: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         uvloop: bool = True,
@@ -79,6 +82,8 @@ class FakeServerProcess:
             self.args += ["--profile", parsed.name or orjson.dumps(parsed.spec).decode()]
         if reasoning:
             self.args.append("--reasoning")
+        if batch_delay_s is not None:
+            self.args += ["--batch-delay", repr(float(batch_delay_s))]
         if not uvloop:
             self.args.append("--no-uvloop")
         self.startup_timeout = startup_timeout

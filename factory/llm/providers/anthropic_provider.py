@@ -58,10 +58,10 @@ class AnthropicProvider(Provider):
             api_key=key, base_url=config.resolved_base_url(), max_retries=0, timeout=config.timeout_s
         )
 
-    async def send(
+    def request_kwargs(
         self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
-    ) -> tuple[RawCompletion, Mapping[str, str]]:
-        model = self.config.model
+    ) -> dict[str, Any]:
+        """The keyword arguments of `messages.create` for one request (sampling in `extra_body`)."""
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         convo = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
         thinking = params.reasoning_budget is not None
@@ -75,7 +75,7 @@ class AnthropicProvider(Provider):
         if params.top_p is not None and (not thinking or params.top_p >= 0.95):
             sampling["top_p"] = params.top_p
         kwargs: dict[str, Any] = {
-            "model": model,
+            "model": self.config.model,
             "max_tokens": params.max_tokens + budget if thinking else params.max_tokens,
             "messages": convo,
         }
@@ -104,6 +104,20 @@ class AnthropicProvider(Provider):
             # prompt caching: the system prompt (instructions, worked examples) is the static
             # prefix every call of a stage shares; cache reads cost a tenth of the input price
             kwargs["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+        return kwargs
+
+    def request_body(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> dict[str, Any]:
+        """The JSON body `messages.create` sends for one request (what a batch request's `params` is)."""
+        kwargs = self.request_kwargs(messages, params, schema)
+        extra = kwargs.pop("extra_body", None) or {}
+        return {**kwargs, **extra}
+
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
+        kwargs = self.request_kwargs(messages, params, schema)
         try:
             raw = await self.client.messages.with_raw_response.create(**kwargs)
         except (
@@ -113,14 +127,24 @@ class AnthropicProvider(Provider):
             raise self.sdk_error(exc, anthropic) from exc
         try:
             data = orjson.loads(raw.http_response.content)
+        except orjson.JSONDecodeError as exc:
+            raise RetryableProviderError(
+                "unreadable response body", provider=self.name, model=self.config.model
+            ) from exc
+        return self.parse_message(data, schema is not None), raw.http_response.headers
+
+    def parse_message(self, data: Any, structured: bool) -> RawCompletion:
+        """A `message` body as RawCompletion (online answers and batch results alike)."""
+        model = self.config.model
+        try:
             blocks = data.get("content") or []
             usage = data.get("usage") or {}
-        except (orjson.JSONDecodeError, AttributeError) as exc:
+        except AttributeError as exc:
             raise RetryableProviderError("unreadable response body", provider=self.name, model=model) from exc
-        text, reasoning = _read_blocks(blocks, schema is not None)
+        text, reasoning = _read_blocks(blocks, structured)
         stop = data.get("stop_reason") or "end_turn"
         finish = "length" if stop == "max_tokens" else "stop"
-        completion = RawCompletion(
+        return RawCompletion(
             text=text,
             finish_reason=finish,
             model=data.get("model", model),
@@ -128,7 +152,6 @@ class AnthropicProvider(Provider):
             reasoning=reasoning,
             usage=_usage(usage),
         )
-        return completion, raw.http_response.headers
 
     async def aclose(self) -> None:
         await self.client.close()

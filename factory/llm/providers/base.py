@@ -65,12 +65,16 @@ def refused(exc: BaseException) -> bool:
 
 def error_detail(exc: Any) -> str:
     """The provider's own error message from an SDK status error (openai and anthropic alike)."""
-    body = getattr(exc, "body", None)
+    return body_message(getattr(exc, "body", None)) or str(getattr(exc, "message", exc))
+
+
+def body_message(body: Any) -> str:
+    """The message of a provider's error body (`{"error": {"message": ...}}` and the like); "" if none."""
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             return str(err.get("message") or err)
-    return str(getattr(exc, "message", exc))
+    return ""
 
 
 def status_error(

@@ -45,10 +45,10 @@ class GoogleProvider(Provider):
         # Retries are ours: the SDK's own retry options stay off.
         self.client = genai.Client(api_key=key, http_options=http_options)
 
-    async def send(
+    def request_parts(
         self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
-    ) -> tuple[RawCompletion, Mapping[str, str]]:
-        model = self.config.model
+    ) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        """The contents and generate config of one request (online call and batch request alike)."""
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         contents = [
             types.Content(
@@ -73,25 +73,41 @@ class GoogleProvider(Provider):
         if schema is not None:
             cfg["response_mime_type"] = "application/json"
             cfg["response_json_schema"] = json_schema(schema)
+        return contents, types.GenerateContentConfig(**cfg)
+
+    def api_error(self, exc: Exception) -> Exception | None:
+        """Our error for an exception of a google-genai call (None: not the SDK's nor the transport's)."""
+        model = self.config.model
+        if isinstance(exc, genai_errors.APIError):
+            return status_error(
+                self.name, model, int(exc.code or 500), str(exc.message or exc), _headers(exc)
+            )
+        if isinstance(exc, TimeoutError):
+            return RetryableProviderError(
+                f"timed out after {self.config.timeout_s}s", provider=self.name, model=model
+            )
+        if type(exc).__module__.startswith(("httpx", "aiohttp")):  # transport errors have their own classes
+            return RetryableProviderError(f"connection failed: {exc!r}", provider=self.name, model=model)
+        return None
+
+    async def send(
+        self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
+    ) -> tuple[RawCompletion, Mapping[str, str]]:
+        contents, config = self.request_parts(messages, params, schema)
         try:
             resp = await self.client.aio.models.generate_content(
-                model=model, contents=contents, config=types.GenerateContentConfig(**cfg)
+                model=self.config.model, contents=contents, config=config
             )
-        except genai_errors.APIError as exc:
-            headers = _headers(exc)
-            raise status_error(
-                self.name, model, int(exc.code or 500), str(exc.message or exc), headers
-            ) from exc
-        except TimeoutError as exc:
-            raise RetryableProviderError(
-                f"timed out after {self.config.timeout_s}s", provider=self.name, model=model
-            ) from exc
-        except Exception as exc:  # httpx transport errors surface as their own classes
-            if type(exc).__module__.startswith(("httpx", "aiohttp")):
-                raise RetryableProviderError(
-                    f"connection failed: {exc!r}", provider=self.name, model=model
-                ) from exc
-            raise
+        except Exception as exc:
+            mapped = self.api_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        headers = dict(resp.sdk_http_response.headers or {}) if resp.sdk_http_response else {}
+        return self.parse_response(resp), headers
+
+    def parse_response(self, resp: types.GenerateContentResponse) -> RawCompletion:
+        """A GenerateContentResponse as RawCompletion (online answers and batch results alike)."""
         text, reasoning, finish = "", "", "stop"
         if resp.candidates:
             cand = resp.candidates[0]
@@ -108,15 +124,14 @@ class GoogleProvider(Provider):
             # implicit caching: prompt_token_count includes the cached prefix
             cached_input_tokens=(um.cached_content_token_count or 0) if um else 0,
         )
-        headers = dict(resp.sdk_http_response.headers or {}) if resp.sdk_http_response else {}
         return RawCompletion(
             text=text,
             finish_reason=finish,
             usage=usage,
-            model=resp.model_version or model,
+            model=resp.model_version or self.config.model,
             response_id=resp.response_id or "",
             reasoning=reasoning,
-        ), headers
+        )
 
     async def aclose(self) -> None:
         # Without this the SDK's aiohttp session (and its sockets) outlive LLMClient.aclose().

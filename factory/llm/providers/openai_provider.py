@@ -63,7 +63,7 @@ class OpenAIProvider(Provider):
             kwargs["http_client"] = DefaultAioHttpClient(timeout=config.timeout_s)
         self.client = openai.AsyncOpenAI(**kwargs)
 
-    def _body(
+    def request_body(
         self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -97,7 +97,7 @@ class OpenAIProvider(Provider):
         # The request goes through the SDK client (auth, base URL, headers, error classes) as a
         # pre-serialised body: the SDK's typed-params transform walks every schema and message
         # recursively and cost more CPU than the whole rest of a call (measured: ~30% of a build).
-        body = orjson.dumps(self._body(messages, params, schema))
+        body = orjson.dumps(self.request_body(messages, params, schema))
         try:
             http = await self.client.post(
                 "/chat/completions",
@@ -109,20 +109,31 @@ class OpenAIProvider(Provider):
             raise self.sdk_error(exc, openai) from exc
         try:
             data = orjson.loads(http.content)
+        except orjson.JSONDecodeError as exc:
+            raise RetryableProviderError(
+                f"unreadable response body: {http.content[:200]!r}", provider=self.name, model=model
+            ) from exc
+        completion = self.parse_completion(data)
+        return completion, http.headers
+
+    def parse_completion(self, data: Any) -> RawCompletion:
+        """A `chat.completion` body as RawCompletion (online answers and batch results alike)."""
+        model = self.config.model
+        try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             reasoning = message_reasoning(choice["message"])
             finish = choice.get("finish_reason") or "stop"
             usage = data.get("usage") or {}
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise RetryableProviderError(
-                f"unreadable response body: {http.content[:200]!r}", provider=self.name, model=model
+                f"unreadable response body: {str(data)[:200]!r}", provider=self.name, model=model
             ) from exc
         if finish == "content_filter":
             raise FatalProviderError(
                 "the provider's content filter blocked the output", provider=self.name, model=model
             )
-        completion = RawCompletion(
+        return RawCompletion(
             text=text,
             finish_reason=finish,
             model=data.get("model", model),
@@ -134,7 +145,6 @@ class OpenAIProvider(Provider):
                 cached_input_tokens=_cached_tokens(usage),
             ),
         )
-        return completion, http.headers
 
     async def aclose(self) -> None:
         await self.client.close()
