@@ -8,6 +8,7 @@ go into a new job."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -68,33 +69,46 @@ def online(tmp_path_factory: pytest.TempPathFactory, recipe: Path) -> tuple[Path
 def test_batch_build_equals_online_build_stage_by_stage_at_half_price(
     tmp_path: Path, recipe: Path, online: tuple[Path, dict[str, Any]]
 ) -> None:
-    online_db, online_stats = online
+    online_db, _ = online
     db, stats = build(tmp_path, recipe, "batch", "batch")
     assert len(samples(db)) == N
     assert samples(db) == samples(online_db)
-    # every request went through batch jobs, none online, none twice
-    assert stats["requests"] == stats["batch_requests"] == online_stats["requests"]
-    assert stats["repeated_bodies"] == 0
+    # every request went through batch jobs (`requests` counts online ones), each paid once
+    assert stats["requests"] == 0 and stats["repeated_bodies"] == 0
+    assert stats["batch_requests"] == query(db, "SELECT count(*) FROM llm_calls")[0][0] > 0
     jobs = query(db, "SELECT job_id, requests, state FROM batch_jobs ORDER BY submitted_at")
     assert jobs and all(state == "ended" for _, _, state in jobs)
     assert sum(r for _, r, _ in jobs) == stats["batch_requests"]
-    # stage by stage: the first job holds every slot's paraphrase request and nothing else
+    # stage by stage: the first job holds the paraphrase request of every slot of the first
+    # window (slots 0..window-1, window = 1.2 N + 2 for a small build) and nothing else
     first = query(
-        db, "SELECT stage, count(*) FROM batch_requests WHERE job_id = ? GROUP BY 1", [jobs[0][0]]
+        db,
+        "SELECT stage, count(*), min(slot), max(slot) FROM batch_requests WHERE job_id = ? GROUP BY 1",
+        [jobs[0][0]],
     )
-    window = query(db, "SELECT count(*) FROM policies")[0][0]
-    assert first == [("paraphrase", window)]
-    paid_online = query(online_db, "SELECT sum(cost_usd) FROM llm_calls")[0][0]
-    paid_batch = query(db, "SELECT sum(cost_usd) FROM llm_calls")[0][0]
-    assert paid_online > 0 and paid_batch == pytest.approx(paid_online / 2)
+    window = math.ceil(N * 1.2) + 2
+    assert first == [("paraphrase", window, 0, window - 1)]
+    second = query(db, "SELECT DISTINCT stage FROM batch_requests WHERE job_id = ?", [jobs[1][0]])
+    assert second == [("persona",)]
+    # half the recipe's price (input $1, output $2 per M tokens) on every call
+    paid, list_price = query(
+        db, "SELECT sum(cost_usd), sum(input_tokens * 1.0 + output_tokens * 2.0) / 1e6 FROM llm_calls"
+    )[0]
+    assert list_price > 0 and paid == pytest.approx(list_price / 2)
+    online_paid, online_list = query(
+        online_db, "SELECT sum(cost_usd), sum(input_tokens * 1.0 + output_tokens * 2.0) / 1e6 FROM llm_calls"
+    )[0]
+    assert online_paid == pytest.approx(online_list)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "google"])
-def test_batch_build_equals_online_build_for_each_provider(tmp_path: Path, recipe: Path, provider: str) -> None:
+def test_batch_build_equals_online_build_for_each_provider(
+    tmp_path: Path, recipe: Path, provider: str
+) -> None:
     online_db, _ = build(tmp_path, recipe, "online", "online", provider, n=8)
     db, stats = build(tmp_path, recipe, "batch", "batch", provider, n=8)
     assert samples(db) == samples(online_db) and len(samples(db)) == 8
-    assert stats["requests"] == stats["batch_requests"] > 0 and stats["repeated_bodies"] == 0
+    assert stats["requests"] == 0 and stats["batch_requests"] > 0 and stats["repeated_bodies"] == 0
     assert query(db, "SELECT count(*) FROM batch_jobs WHERE state <> 'ended'")[0][0] == 0
 
 
@@ -107,7 +121,12 @@ def test_killed_between_submit_and_results_resumes_by_job_id(
     with fake_server(batch_delay_s=3.0) as srv:
         env = provider_env("openai", srv.url, tmp_path)
         proc = subprocess.Popen(
-            cmd, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd,
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 60
@@ -150,8 +169,8 @@ def test_an_expired_job_is_resubmitted_and_the_dataset_is_unchanged(
         "AND r.key IN (SELECT key FROM batch_requests WHERE job_id = ?)",
         [query(db, "SELECT job_id FROM batch_jobs ORDER BY submitted_at LIMIT 1")[0][0]],
     )[0][0]
-    assert resent == 5
-    assert stats["repeated_bodies"] == 5  # exactly the expired ones went out again
+    assert resent == 5  # exactly the expired ones went into a later job
+    assert stats["repeated_bodies"] == 0  # and none was answered twice
 
 
 def test_local_model_has_no_batch_mode(tmp_path: Path, recipe: Path) -> None:
