@@ -288,6 +288,14 @@ def eval_command(
     top_k: int | None = typer.Option(
         None, "--top-k", min=0, help="Top-k when sampling (local models; paper: 300)."
     ),
+    target_fpr: float = typer.Option(
+        0.05,
+        "--target-fpr",
+        min=0.0,
+        max=0.999,
+        help="Report recall/F1 at this false-positive rate, with AUC, when the model gives scores "
+        "(local checkpoints: answer-token logits; provider models: share of --runs answering FAIL).",
+    ),
 ) -> None:
     """Score a guardian on an export split: F1/recall/precision/FPR/accuracy (FAIL = positive),
     unparseable rate, per-slice tables and plots."""
@@ -322,6 +330,7 @@ def eval_command(
         runs=runs,
         temperature=temperature,
         top_k=top_k,
+        target_fpr=target_fpr,
     )
     paths = save_report(report, out_dir, plots=plots)
     typer.echo(paths["table"].read_text())  # already rendered by rich; echo keeps its width
