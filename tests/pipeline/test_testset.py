@@ -171,7 +171,7 @@ def test_eval_slices_the_testset_by_failure_mode_and_business_impact(testset_bui
         assert m["n"] == 4 and m["recall"] in (1.0, None)
 
 
-def test_kill9_then_resume_pays_no_call_twice(tmp_path: Path) -> None:
+def test_kill9_then_resume_pays_no_call_twice(tmp_path: Path, testset_build: dict) -> None:
     recipe = write_recipe(tmp_path / "recipe.yaml")
     grid = _grid(tmp_path)
     db = tmp_path / "ts.duckdb"
@@ -208,6 +208,10 @@ def test_kill9_then_resume_pays_no_call_twice(tmp_path: Path) -> None:
     # only requests in flight at the kill (never recorded) may be sent again
     assert stats["repeated_bodies"] <= max(0, lost), (killed, stats, lost)
     assert query(db, "SELECT count(*) - count(DISTINCT key) FROM llm_calls")[0][0] == 0
+    # deterministic per seed: the same rows as the uninterrupted run of the fixture (seed 0 there
+    # from its build, here by default), whatever the kill and the timing
+    sql = "SELECT sample_id, label, policy, transcript, rule_ids FROM testset_samples ORDER BY sample_id"
+    assert query(db, sql) == query(testset_build["db"], sql)
 
 
 @pytest.mark.parametrize(
