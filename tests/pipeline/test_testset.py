@@ -241,3 +241,14 @@ def test_bad_grid_is_one_line_naming_file_and_entry(tmp_path: Path, mutate, entr
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(grid) in errors[0] and entry in errors[0], result.stderr
+
+
+def test_seed_other_than_the_builds_is_refused(testset_build: dict) -> None:
+    tmp, db = testset_build["tmp"], testset_build["db"]
+    cmd = [*_testset_cmd(db, tmp / "recipe.yaml", tmp / "grid.yaml"), "--seed", "5"]
+    with fake_server() as server:
+        result = run_factory(cmd, cli_env(server.url, tmp=tmp), tmp)
+        assert server.stats()["requests"] == 0
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--seed 5" in errors[0] and "seed 0" in errors[0], result.stderr
