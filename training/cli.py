@@ -212,6 +212,7 @@ def grpo_command(
     max_completion_length: int | None = typer.Option(
         None, "--max-completion-length", help="Tokens per rollout."
     ),
+    template: str | None = TEMPLATE_OPT,
 ) -> None:
     """GRPO with label-correctness, format and (optional) reasoning-length rewards."""
     from training.grpo import run_grpo
@@ -221,6 +222,7 @@ def grpo_command(
         mode=mode.value if mode else None,
         num_generations=num_generations,
         max_completion_length=max_completion_length,
+        template=_check_template(template),
     )
     _run("grpo", run_grpo, _load_config("grpo", config, overrides))
 
@@ -245,12 +247,13 @@ def dpo_command(
     ),
     k: int | None = typer.Option(None, "--k", min=2, help="Samples per input when mining (default: 4)."),
     mode: RolloutMode | None = typer.Option(None, "--mode", help="Prefill for pairs (default: think)."),
+    template: str | None = TEMPLATE_OPT,
 ) -> None:
     """DPO on preference pairs: hard-mined (--hard) or label-flipped gold targets."""
     from training.dpo import run_dpo
 
     overrides = _common_overrides(data, model, out, lora, resume, max_steps, limit, learning_rate, seed, cpu)
-    overrides.update(hard=hard, k=k, mode=mode.value if mode else None)
+    overrides.update(hard=hard, k=k, mode=mode.value if mode else None, template=_check_template(template))
     _run("dpo", run_dpo, _load_config("dpo", config, overrides))
 
 
@@ -288,6 +291,14 @@ def eval_command(
     top_k: int | None = typer.Option(
         None, "--top-k", min=0, help="Top-k when sampling (local models; paper: 300)."
     ),
+    target_fpr: float = typer.Option(
+        0.05,
+        "--target-fpr",
+        min=0.0,
+        max=0.999,
+        help="Report recall/F1 at this false-positive rate, with AUC, when the model gives scores "
+        "(local checkpoints: answer-token logits; provider models: share of --runs answering FAIL).",
+    ),
 ) -> None:
     """Score a guardian on an export split: F1/recall/precision/FPR/accuracy (FAIL = positive),
     unparseable rate, per-slice tables and plots."""
@@ -322,6 +333,7 @@ def eval_command(
         runs=runs,
         temperature=temperature,
         top_k=top_k,
+        target_fpr=target_fpr,
     )
     paths = save_report(report, out_dir, plots=plots)
     typer.echo(paths["table"].read_text())  # already rendered by rich; echo keeps its width

@@ -188,6 +188,13 @@ TEMPLATES: dict[str, Template] = {
 DEFAULT_TEMPLATE = "dynaguard"
 
 
+def label_continuations(template: Template) -> dict[str, str]:
+    """What follows the prefilled ``<answer>`` for each verdict in ``template``'s target layout
+    (scored by :meth:`training.eval.predictors.HFPredictor.fail_scores`)."""
+    sep = "\n" if template.layout == "dynaguard" else ""
+    return {label: f"{sep}{label}" for label in LABELS}
+
+
 def get_template(name: str | Template | None = None) -> Template:
     if isinstance(name, Template):
         return name

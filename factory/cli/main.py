@@ -248,6 +248,56 @@ def build(
         console.print(f"[bold yellow]REMINDER:[/] {NOT_TRAINING_QUALITY}")
 
 
+@app.command()
+def testset(
+    grid: Annotated[
+        Path | None, typer.Option(help="grid YAML (default: testsets/dynabench_grid.yaml)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed; default: the build's seed in --db, else 0")] = None,
+    pipeline: Annotated[str, typer.Option(help="recipe name in pipelines/ or a YAML path")] = "dynabench",
+    model: Annotated[str | None, typer.Option(help="provider:model for every stage")] = None,
+    model_for: Annotated[list[str], typer.Option(help="STAGE=provider:model, repeatable")] = [],  # noqa: B006
+    traces: Annotated[bool, typer.Option(help="also write reasoning traces / explanations")] = False,
+    db: DbOpt = Path(DEFAULT_DB),
+) -> None:
+    """Build a DynaBench-style test set (failure modes x business impacts) into table testset_samples."""
+    from factory.testset.run import build_testset
+
+    if seed is not None:
+        _check_seed(seed)
+    overrides = _parse_model_overrides(model, model_for)
+    recipe = _run_guarded(load_recipe, pipeline)
+    console.print(f"testset: grid {grid or 'testsets/dynabench_grid.yaml'}, db {_db(db)}")
+    say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
+    try:
+        s = asyncio.run(
+            build_testset(
+                _db(db),
+                recipe,
+                grid_path=grid,
+                seed=seed,
+                model_overrides=overrides,
+                traces=traces,
+                report=say,
+            )
+        )
+    except INPUT_ERRORS as exc:
+        _fail(str(exc))
+    except BuildStopped as exc:
+        _fail(str(exc), code=exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted: every answer received was journaled; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    dropped = ", ".join(f"{k}={v}" for k, v in sorted(s.dropped.items())) or "none"
+    say(
+        f"done: {s.cases} cases ({s.built} built now, {s.already} before), {s.accepted} accepted rows in "
+        f"testset_samples; dropped: {dropped}; {s.wall_s:.1f}s"
+    )
+    say(
+        f"LLM: {s.network_calls} calls paid, {s.cache_hits} answered from cache, ${s.cost_usd:.4f} spent this run"
+    )
+
+
 def _dry_run(db: Path, recipe, endpoints, overrides, n: int, seed: int, pilot: int, as_json: bool) -> None:  # noqa: ANN001
     """The estimate, printed; stored in the db's `estimates` table (the next build of this --n
     is compared against it in `factory status`)."""

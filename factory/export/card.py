@@ -151,7 +151,21 @@ def _split_text(splits) -> str:  # noqa: ANN001
             f" Measured on this export, bank rule ids shared: train/test {o['train/test']}, "
             f"train/validation {o['train/validation']}, validation/test {o['validation/test']}."
         )
-    return textwrap.fill(text, width=100)
+    out = textwrap.fill(text, width=100)
+    if splits is not None and getattr(splits, "testset", 0):
+        extra = f" (train/test_generated {o['train/test_generated']})" if "train/test_generated" in o else ""
+        method = (
+            f"Test set: the `test` split (the `DynaBench` config) holds {splits.testset} rows of a "
+            f"DynaBench-style test set built by `factory testset` from a grid of failure modes x business "
+            f"impacts (DynaGuard, Section 3.1 and Appendix A.3): for each hand-written scenario of a grid "
+            f"cell, one policy drawn from the test pool of the rule-disjoint split, one dialogue written "
+            f"to violate the rules in focus and one written to comply, each labelled rule by rule like the "
+            f"rest of the data (so `label` is the labeller's verdict and `intended_label` the side it was "
+            f"written for). `metadata` carries `failure_mode`, `business_impact` and the scenario. The "
+            f"build's own test-pool samples are the split `test_generated`{extra}."
+        )
+        out += "\n\n" + textwrap.fill(method, width=100)
+    return out
 
 
 def _sources_section(sources: dict[str, dict[str, int]]) -> str:
@@ -160,7 +174,7 @@ def _sources_section(sources: dict[str, dict[str, int]]) -> str:
         return ""
     rows = []
     for name, counts in sorted(sources.items(), key=lambda kv: (kv[0] != OWN_SOURCE, kv[0])):
-        n = counts["train"] + counts["validation"] + counts["test"]
+        n = sum(v for k, v in counts.items() if k != "reasoning")
         lic = LICENCES.get(name)
         licence = f"{lic.licence} ({lic.hub_id}): {lic.terms}" if lic else "this dataset's licence"
         share = f"{counts['reasoning'] / n:.0%}" if n else "0%"

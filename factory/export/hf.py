@@ -50,6 +50,10 @@ from factory.export.target import check_target, clean_leftovers, discard, make_p
 from factory.store.sample_row import OWN_SOURCE, export_features, export_record
 
 SPLITS = ("train", "validation", "test")
+# With a test set (`factory testset`, table testset_samples) the `test` split (and so the `DynaBench`
+# config) is the test set, and the build's own test-pool samples are exported as this split.
+GENERATED_TEST = "test_generated"
+TESTSET_TABLE = "testset_samples"
 LABEL_SOURCES = ("llm", "human", "prefer-human")
 MIX_KEYS = ("safety",)
 PAUSE_ENV = "FACTORY_EXPORT_PAUSE_S"
@@ -103,6 +107,24 @@ def load_samples(db: Path) -> pl.DataFrame:
     con = _connect(db)
     try:
         return con.sql("SELECT * FROM samples ORDER BY slot").pl()
+    finally:
+        con.close()
+
+
+def load_testset(db: Path) -> list[dict[str, Any]]:
+    """The accepted rows of the DynaBench-style test set (`factory testset`), case by case; [] when
+    the store has none."""
+    con = _connect(db)
+    try:
+        return (
+            con.sql(
+                f"SELECT * FROM {TESTSET_TABLE} WHERE status = 'accepted' ORDER BY case_id, intended_label"
+            )
+            .pl()
+            .to_dicts()
+        )
+    except duckdb.CatalogException:  # `factory testset` never ran on this store
+        return []
     finally:
         con.close()
 
@@ -258,7 +280,8 @@ def export(
     clean_leftovers(Path(os.path.realpath(out)))
     real = check_target(out, overwrite=overwrite, db=db)
     df = load_samples(db)
-    if df.height == 0:
+    testset_rows = load_testset(db)
+    if df.height == 0 and not testset_rows:
         raise ConfigError(f"{db} holds no samples; run `factory build` first")
     state = build_state(db, df.height)
     notice = state.warning()
@@ -276,7 +299,10 @@ def export(
         split = row.get("split") or ""
         stored += bool(split)
         by_split[split or split_of(rec["policy_id"], seed, val_frac, test_frac)].append(rec)
-    if not kept:
+    if testset_rows:
+        by_split[GENERATED_TEST] = by_split["test"]
+        by_split["test"] = apply_labels([export_record(r) for r in testset_rows], {}, "llm")
+    if not kept and not testset_rows:
         raise ConfigError(
             f"{db} has no human judgements: `--labels human` exports nothing (run `factory annotate pull`)"
         )
@@ -292,10 +318,12 @@ def export(
             key = f"safety:{row['source']}:{row['source_id']}"
             rec = {**export_record(row), "label_source": "source"}  # the imported dataset's own label
             safety_by_split[split_of(key, seed, val_frac, test_frac)].append(rec)
-        by_split = {s: mix_split(by_split[s], safety_by_split[s], share, seed) for s in SPLITS}
+        by_split = {
+            s: mix_split(rows, safety_by_split.get(s, []), share, seed) for s, rows in by_split.items()
+        }
     # measured on the factory's own samples: imported safety rows carry no bank rule ids
     own = {s: [r for r in rows if r["source"] == OWN_SOURCE] for s, rows in by_split.items()}
-    split_info = SplitInfo(method=method, overlap=rule_overlap(own))
+    split_info = SplitInfo(method=method, overlap=rule_overlap(own), testset=len(testset_rows))
 
     tmp = make_partial(real, out)
     try:
@@ -308,7 +336,9 @@ def export(
     except BaseException:
         discard(tmp)
         raise
-    sizes = ", ".join(f"{s}={len(dd[s])}" for s in SPLITS)
+    sizes = ", ".join(f"{s}={len(dd[s])}" for s in by_split)
+    if testset_rows:
+        sizes += f" (test = the test set of testset_samples; the build's test split is {GENERATED_TEST})"
     sizes += (
         f"; split by {split_info.method}, train/test share {split_info.overlap['train/test']} bank rule(s)"
     )
@@ -329,12 +359,15 @@ class SplitInfo:
 
     method: str  # rules | policy | mixed (some samples with a stored split, some hashed)
     overlap: dict[str, int]  # "train/test" -> number of bank rule ids both splits use
+    testset: int = 0  # rows of the `factory testset` test set exported as `test` (0: none)
 
 
 def rule_overlap(by_split: dict[str, list[dict]]) -> dict[str, int]:
     """Distinct bank rule ids shared by each pair of splits, measured on the exported records."""
     ids = {s: {r for rec in recs for r in rec.get("rule_ids") or []} for s, recs in by_split.items()}
     pairs = [("train", "test"), ("train", "validation"), ("validation", "test")]
+    if GENERATED_TEST in ids:
+        pairs.append(("train", GENERATED_TEST))
     return {f"{a}/{b}": len(ids[a] & ids[b]) for a, b in pairs}
 
 
@@ -381,7 +414,7 @@ def source_summary(by_split: dict[str, list[dict]]) -> dict[str, dict[str, int]]
     for split, rows in by_split.items():
         for rec in rows:
             entry = out.setdefault(rec["source"], dict.fromkeys((*SPLITS, "reasoning"), 0))
-            entry[split] += 1
+            entry[split] = entry.get(split, 0) + 1
             entry["reasoning"] += bool(rec["reasoning"])
     return out
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from factory.llm.cache import CACHE_DDL, RequestCache, check_journal_path
 from factory.store.live_status import describe_live_status
-from factory.store.tables import MIGRATIONS, TABLES
+from factory.store.tables import MIGRATIONS, TABLES, TESTSET_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class Store:
             raise
 
     def _has_pk(self, table: str) -> bool:
-        return "PRIMARY KEY" in TABLES[table]
+        return "PRIMARY KEY" in (TABLES.get(table) or TESTSET_TABLES[table])
 
     def _arrow_schema(self, table: str) -> pa.Schema:
         if table not in self._schemas:

@@ -139,6 +139,36 @@ SAFETY_COLUMNS: tuple[Column, ...] = (
 SAFETY_FIELDS = frozenset(c.name for c in SAFETY_COLUMNS)
 
 
+# The DynaBench-style test set (`factory testset`, factory/testset): table `testset_samples`, one row
+# per (grid case, intended label). Its own columns first, then every sample column but `slot`;
+# a dropped case keeps its reason and leaves the sample columns empty. The export reads the
+# accepted rows as the `test` split (`DynaBench` config) with `failure_mode` / `business_impact` in
+# `metadata`.
+TESTSET_OWN_COLUMNS: tuple[Column, ...] = (
+    Column("sample_id", "VARCHAR PRIMARY KEY"),
+    Column("case_id", "VARCHAR"),  # failure_mode/business_impact/scenario index
+    Column("slot", "BIGINT"),  # the random stream of the case (its policy, personas, ...)
+    Column("seed", "BIGINT"),
+    Column("failure_mode", "VARCHAR"),
+    Column("business_impact", "VARCHAR"),
+    Column("scenario", "VARCHAR"),  # the grid's hand-written description the dialogue follows
+    Column("status", "VARCHAR"),  # accepted | dropped
+    Column("reason", "VARCHAR"),  # why a case side was dropped ('' when accepted)
+    Column("detail", "VARCHAR"),
+    Column("call_keys", "VARCHAR[]"),  # request-cache keys of the LLM calls behind the row
+)
+TESTSET_COLUMNS: tuple[Column, ...] = (
+    *TESTSET_OWN_COLUMNS,
+    *(c for c in SAMPLE_COLUMNS if c.name not in {"slot", "sample_id"}),
+)
+TESTSET_FIELDS = frozenset(c.name for c in TESTSET_COLUMNS)
+
+
+def testset_ddl() -> str:
+    cols = ", ".join(f"{c.name} {c.sql}" for c in TESTSET_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS testset_samples ({cols})"
+
+
 def samples_ddl() -> str:
     cols = ", ".join(f"{c.name} {c.sql}" for c in SAMPLE_COLUMNS)
     return f"CREATE TABLE IF NOT EXISTS samples ({cols})"
@@ -193,13 +223,15 @@ def export_record(row: dict[str, Any]) -> dict[str, Any]:
         if c.parse_json:
             value = orjson.loads(value) if value else []
         out[c.exported_as] = _plain(value, c.feature)
-    out.update(derived(out))
+    out.update(derived(out, row))
     return out
 
 
-def derived(rec: dict[str, Any]) -> dict[str, Any]:
+def derived(rec: dict[str, Any], row: dict[str, Any] | None = None) -> dict[str, Any]:
     """The DynaBench-compatible columns of an exported record; `transcript` is rewritten from the
-    structured turns with the published prefixes (unchanged when a record has no turns)."""
+    structured turns with the published prefixes (unchanged when a record has no turns). A
+    `testset_samples` row (`row`) gives `failure_mode`, `business_impact` and its scenario."""
+    row = row or {}
     transcript = dynabench_transcript(rec["turns"]) if rec["turns"] else rec["transcript"]
     rules = rec["rules"]
     metadata = {
@@ -210,8 +242,8 @@ def derived(rec: dict[str, Any]) -> dict[str, Any]:
         "num_hops": -1,
         "num_counts": -1,
         "rule_len": round(sum(len(r) for r in rules) / len(rules), 1) if rules else -1,
-        "failure_mode": "",
-        "business_impact": "",
+        "failure_mode": row.get("failure_mode") or "",
+        "business_impact": row.get("business_impact") or "",
         # our extras
         "num_tokens_method": "whitespace",
         "industry": rec["industry"],
@@ -220,6 +252,8 @@ def derived(rec: dict[str, Any]) -> dict[str, Any]:
         "max_ambiguity": rec["max_ambiguity"],
         "violated_rules": rec["violated_rules"],
     }
+    if row.get("case_id"):
+        metadata.update(testset_case=row["case_id"], scenario=row.get("scenario") or "")
     mode = "think" if rec["trace_mode"] == "think" and rec["reasoning"].strip() else "answer"
     return {
         "transcript": transcript,

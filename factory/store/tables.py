@@ -1,6 +1,6 @@
 """DDL of every table the factory writes. ARCHITECTURE.md documents them for SQL users."""
 
-from factory.store.sample_row import samples_ddl
+from factory.store.sample_row import samples_ddl, testset_ddl
 
 TABLES: dict[str, str] = {
     "runs": """
@@ -49,6 +49,9 @@ TABLES: dict[str, str] = {
             failed_at DOUBLE, slot BIGINT, key VARCHAR, stage VARCHAR, provider VARCHAR, model VARCHAR,
             error VARCHAR, raw_text VARCHAR, attempts INTEGER)""",
 }
+
+# Created by `factory testset` on first use (factory/testset), so builds and older files never see it.
+TESTSET_TABLES: dict[str, str] = {"testset_samples": testset_ddl()}
 
 # Human validation (annotation/): what was pushed to which dataset, and the judgements pulled back.
 # Created by `factory annotate push/pull` on first use (not by a build), so a database built before

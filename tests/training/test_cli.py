@@ -145,3 +145,21 @@ def test_eval_bad_model_is_reported(export_dir, tmp_path):
     )
     assert result.exit_code == 2
     assert "could not load model" in _out(result)
+
+
+@pytest.mark.parametrize("kind", ["grpo", "dpo"])
+def test_template_flag_reaches_grpo_and_dpo_configs(kind, export_dir, tmp_path, monkeypatch):
+    import importlib
+
+    module = importlib.import_module(f"training.{kind}")
+    seen = []
+    monkeypatch.setattr(module, f"run_{kind}", lambda cfg: seen.append(cfg) or tmp_path)
+    base = ["train", kind, "--data", str(export_dir), "--model", "m", "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*base, "--template", "factory"])
+    assert result.exit_code == 0, _out(result)
+    assert seen[-1].template == "factory"
+    result = runner.invoke(app, base)
+    assert result.exit_code == 0, _out(result)
+    assert seen[-1].template == "dynaguard"  # the default, as for sft and eval
+    result = runner.invoke(app, [*base, "--template", "llama"])
+    assert result.exit_code == 2 and "unknown template 'llama'" in _out(result)

@@ -13,6 +13,15 @@ gold label: on a gold FAIL it is a false negative (a missed violation), on a gol
 positive. So it lowers accuracy, recall or precision/FPR exactly as a wrong verdict would, and
 F1 includes it through FN or FP; the unparseable rate is also reported on its own.
 
+**Scores.** When the predictor gives a score per row (P(FAIL): from the answer-token logits of a
+local checkpoint, or for a provider model the share of `--runs K` sampled runs that answered FAIL),
+each Metrics also has ``auc`` (ROC AUC, FAIL positive; ties count one half) and the operating point
+at a target false-positive rate (default 5%): the threshold with the highest recall whose FPR is at
+most the target (FAIL predicted when score >= threshold), with its ``recall_at_fpr``,
+``f1_at_fpr``, ``precision_at_fpr`` and achieved ``fpr_at_fpr``. They are ``None`` without scores,
+or when a slice has only one class. With several runs they are computed once per row (the score
+is the row's), not once per run.
+
 A ratio whose denominator is zero (e.g. recall on a slice with no FAIL rows) is ``None`` and
 shown as ``-``.
 
@@ -53,9 +62,116 @@ class Metrics:
     false_positive_rate: float | None = None
     accuracy: float | None = None
     unparseable_rate: float | None = None
+    # from scores (None without them): see the module docstring
+    auc: float | None = None
+    target_fpr: float | None = None
+    threshold_at_fpr: float | None = None
+    recall_at_fpr: float | None = None
+    fpr_at_fpr: float | None = None
+    precision_at_fpr: float | None = None
+    f1_at_fpr: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+DEFAULT_TARGET_FPR = 0.05
+
+
+def _golds_fail(golds: Sequence[str]) -> list[bool]:
+    out = []
+    for g in golds:
+        label = normalize_label(g)
+        if label is None:
+            raise ValueError(f"gold label must be PASS or FAIL, got {g!r}")
+        out.append(label == "FAIL")
+    return out
+
+
+def roc_auc(golds: Sequence[str], scores: Sequence[float]) -> float | None:
+    """P(score of a random FAIL row > score of a random PASS row), ties counted 1/2 (the area under
+    the ROC curve); None unless both classes are present."""
+    fail = _golds_fail(golds)
+    pos = [s for s, f in zip(scores, fail, strict=True) if f]
+    neg = [s for s, f in zip(scores, fail, strict=True) if not f]
+    if not pos or not neg:
+        return None
+    # rank-sum form: sort once, average ranks over ties
+    ranked = sorted((s, f) for s, f in zip(scores, fail, strict=True))
+    rank_sum = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mean_rank = (i + 1 + j) / 2  # ranks i+1 .. j
+        rank_sum += mean_rank * sum(1 for k in range(i, j) if ranked[k][1])
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float  # FAIL when score >= threshold (inf: never FAIL)
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def recall(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def fpr(self) -> float | None:
+        return _ratio(self.fp, self.fp + self.tn)
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def f1(self) -> float | None:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+
+def at_target_fpr(golds: Sequence[str], scores: Sequence[float], target: float) -> OperatingPoint | None:
+    """The threshold with the highest recall among those whose FPR is <= `target` (the lowest such
+    threshold); None unless both classes are present."""
+    fail = _golds_fail(golds)
+    n_pos = sum(fail)
+    n_neg = len(fail) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    best = OperatingPoint(float("inf"), 0, 0, n_pos, n_neg)
+    tp = fp = 0
+    pairs = sorted(zip(scores, fail, strict=True), key=lambda p: -p[0])
+    i = 0
+    while i < len(pairs):
+        threshold = pairs[i][0]
+        while i < len(pairs) and pairs[i][0] == threshold:  # a threshold takes every tied row
+            tp += pairs[i][1]
+            fp += not pairs[i][1]
+            i += 1
+        if fp / n_neg <= target + 1e-12 and tp > best.tp:
+            best = OperatingPoint(threshold, tp, fp, n_pos - tp, n_neg - fp)
+    return best
+
+
+def add_score_metrics(
+    m: Metrics, golds: Sequence[str], scores: Sequence[float], target_fpr: float = DEFAULT_TARGET_FPR
+) -> Metrics:
+    """Fill the score-based fields of `m` (AUC, the operating point at `target_fpr`)."""
+    m.target_fpr = target_fpr
+    m.auc = roc_auc(golds, scores)
+    point = at_target_fpr(golds, scores, target_fpr)
+    if point is not None:
+        m.threshold_at_fpr = point.threshold if point.threshold != float("inf") else None
+        m.recall_at_fpr = point.recall
+        m.fpr_at_fpr = point.fpr
+        m.precision_at_fpr = point.precision
+        m.f1_at_fpr = point.f1
+    return m
 
 
 def compute_metrics(golds: Sequence[str], preds: Sequence[str | None]) -> Metrics:
@@ -184,6 +300,9 @@ class EvalReport:
     records: list[dict[str, Any]] = field(default_factory=list)
     runs: list[Metrics] = field(default_factory=list)  # one per sampled run (`--runs`); overall pools them
     sampling: dict[str, Any] = field(default_factory=dict)
+    score_source: str = (
+        ""  # "logits" (P(FAIL) from answer-token logits), "run share" (FAIL share of runs), ""
+    )
 
     def runs_summary(self) -> dict[str, Any]:
         """Mean and (population) standard deviation over runs of F1, recall, FPR and accuracy."""
@@ -203,6 +322,8 @@ class EvalReport:
             "overall": self.overall.as_dict(),
             "slices": {k: {b: m.as_dict() for b, m in v.items()} for k, v in self.slices.items()},
         }
+        if self.score_source:
+            out["score_source"] = self.score_source
         if self.runs:
             out["runs"] = {**self.runs_summary(), "per_run": [m.as_dict() for m in self.runs]}
         return out
@@ -216,9 +337,24 @@ def _sorted_keys(dimension: str, keys: Iterable[str]) -> list[str]:
     return sorted(keys)
 
 
-def score_records(records: list[dict[str, Any]], mode: str = "answer", model: str = "") -> EvalReport:
-    """Metrics overall and per slice from records with ``gold``, ``pred`` and slice keys."""
-    overall = compute_metrics([r["gold"] for r in records], [r["pred"] for r in records])
+def _metrics(records: list[dict[str, Any]], target_fpr: float) -> Metrics:
+    m = compute_metrics([r["gold"] for r in records], [r["pred"] for r in records])
+    # scores once per row: the first run's record of each row carries the row's score
+    scored = [r for r in records if r.get("score") is not None and r.get("run") in (None, 0)]
+    if scored:
+        add_score_metrics(m, [r["gold"] for r in scored], [float(r["score"]) for r in scored], target_fpr)
+    return m
+
+
+def score_records(
+    records: list[dict[str, Any]],
+    mode: str = "answer",
+    model: str = "",
+    target_fpr: float = DEFAULT_TARGET_FPR,
+) -> EvalReport:
+    """Metrics overall and per slice from records with ``gold``, ``pred`` and slice keys (and
+    ``score``, P(FAIL), when the predictor gives one)."""
+    overall = _metrics(records, target_fpr)
     slices: dict[str, dict[str, Metrics]] = {}
     for dimension in SLICES:
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -230,7 +366,6 @@ def score_records(records: list[dict[str, Any]], mode: str = "answer", model: st
         if not groups or set(groups) == {"unknown"}:
             continue
         slices[dimension] = {
-            key: compute_metrics([r["gold"] for r in groups[key]], [r["pred"] for r in groups[key]])
-            for key in _sorted_keys(dimension, groups)
+            key: _metrics(groups[key], target_fpr) for key in _sorted_keys(dimension, groups)
         }
     return EvalReport(mode=mode, model=model, overall=overall, slices=slices, records=records)

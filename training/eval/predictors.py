@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -78,6 +79,21 @@ class HFPredictor:
     def render(self, messages: list[dict[str, str]], mode: str) -> str:
         return render_prompt(self.tokenizer, messages, mode)
 
+    def fail_scores(
+        self, messages_batch: list[list[dict[str, str]]], continuations: dict[str, str]
+    ) -> list[float]:
+        """P(FAIL) per conversation from the answer-token logits: the prompt prefilled with
+        ``<answer>`` is scored with each verdict's continuation (``continuations``, e.g.
+        ``{"FAIL": "\\nFAIL", "PASS": "\\nPASS"}`` for the DynaGuard layout) by teacher forcing,
+        and P(FAIL) = p(FAIL) / (p(FAIL) + p(PASS)) over the two sequence probabilities."""
+        return fail_probabilities(
+            self.model,
+            self.tokenizer,
+            [self.render(m, "answer") for m in messages_batch],
+            continuations,
+            self.batch_size,
+        )
+
     def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
         from training.generation import generate_continuations
 
@@ -91,6 +107,51 @@ class HFPredictor:
             **self.sampling,
         )
         return [PREFILL[mode] + texts[0] for texts in outputs]
+
+
+def fail_probabilities(
+    model: Any, tokenizer: Any, prompts: list[str], continuations: dict[str, str], batch_size: int = 8
+) -> list[float]:
+    """P(FAIL) for each rendered prompt: softmax over the summed log-probabilities of the FAIL and
+    PASS continuations (see :meth:`HFPredictor.fail_scores`)."""
+    import torch
+
+    device = next(model.parameters()).device
+    labels = ("FAIL", "PASS")
+    seqs: list[tuple[list[int], int]] = []  # (token ids, length of the prompt part)
+    for prompt in prompts:
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        for label in labels:
+            full = tokenizer(prompt + continuations[label], add_special_tokens=False)["input_ids"]
+            if full[: len(p_ids)] != p_ids:  # the boundary merged: tokenize the parts apart
+                full = p_ids + tokenizer(continuations[label], add_special_tokens=False)["input_ids"]
+            seqs.append((full, len(p_ids)))
+    logps: list[float] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    step = max(1, batch_size) * 2
+    with torch.inference_mode():
+        for start in range(0, len(seqs), step):
+            chunk = seqs[start : start + step]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (toks, _) in enumerate(chunk):  # right padding: positions stay as in training
+                ids[i, : len(toks)] = torch.tensor(toks)
+                mask[i, : len(toks)] = 1
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            logprobs = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+            for i, (toks, n_prompt) in enumerate(chunk):
+                total = 0.0
+                for pos in range(n_prompt, len(toks)):  # token at pos is predicted at pos - 1
+                    total += float(logprobs[i, pos - 1, toks[pos]])
+                logps.append(total)
+    out_scores = []
+    for k in range(len(prompts)):
+        lf, lp = logps[2 * k], logps[2 * k + 1]
+        top = max(lf, lp)
+        ef, ep = math.exp(lf - top), math.exp(lp - top)
+        out_scores.append(ef / (ef + ep))
+    return out_scores
 
 
 #: Factories for ``--model SCHEME:NAME`` (e.g. an LLM-API backed predictor registered by the

@@ -13,21 +13,31 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _metric_row(name: str, m: Metrics) -> list[str]:
-    return [
+def _metric_row(name: str, m: Metrics, scored: bool = False) -> list[str]:
+    row = [
         name,
         str(m.n),
         str(m.gold_fail),
-        _fmt(m.f1),
         _fmt(m.recall),
-        _fmt(m.precision),
         _fmt(m.false_positive_rate),
+        _fmt(m.f1),
+        _fmt(m.precision),
         _fmt(m.accuracy),
         _fmt(m.unparseable_rate),
     ]
+    if scored:
+        row += [_fmt(m.auc), _fmt(m.recall_at_fpr), _fmt(m.fpr_at_fpr), _fmt(m.f1_at_fpr)]
+    return row
 
 
-HEADERS = ["slice", "n", "FAIL", "F1", "recall", "precision", "FPR", "accuracy", "unparseable"]
+# recall first: a missed violation is the costly error of a guardian
+HEADERS = ["slice", "n", "FAIL", "recall", "FPR", "F1", "precision", "accuracy", "unparseable"]
+SCORE_HEADERS = ["AUC", "recall@FPR", "FPR@", "F1@FPR"]
+
+SCORE_SOURCES = {
+    "logits": "scores: P(FAIL) from the answer-token logits",
+    "run share": "scores: the share of sampled runs that answered FAIL (a coarse score: K runs give K+1 levels)",
+}
 
 
 def render_tables(report: EvalReport, width: int = 120) -> str:
@@ -38,14 +48,20 @@ def render_tables(report: EvalReport, width: int = 120) -> str:
     console = Console(record=True, width=width, force_terminal=False, color_system=None)
     title = f"Guardian evaluation - model {report.model or '?'} - mode {report.mode} (FAIL = positive)"
     table = Table(title=title)
-    for h in HEADERS:
+    scored = report.overall.target_fpr is not None
+    for h in HEADERS + (SCORE_HEADERS if scored else []):
         table.add_column(h, justify="left" if h == "slice" else "right")
-    table.add_row(*_metric_row("overall", report.overall))
+    table.add_row(*_metric_row("overall", report.overall, scored))
     for dimension, groups in report.slices.items():
         table.add_section()
         for key, m in groups.items():
-            table.add_row(*_metric_row(f"{dimension}={key}", m))
+            table.add_row(*_metric_row(f"{dimension}={key}", m, scored))
     console.print(table)
+    if scored:
+        console.print(
+            f"{SCORE_SOURCES.get(report.score_source, 'scores')}; AUC and the operating point with the highest "
+            f"recall at FPR <= {report.overall.target_fpr:g} (recall@FPR, achieved FPR@, F1@FPR)"
+        )
     if report.runs:
         summary = report.runs_summary()
         parts = [
