@@ -389,12 +389,12 @@ async def _drain(
     if not in_flight:
         return 0, 0
     runner.stop_new_requests()
-    before = client.accounting.total().network_calls
+    before = await runner.network_calls()
     waiting = await runner.requests_on_the_wire()
     if waiting:
         await asyncio.wait(in_flight.values(), timeout=DRAIN_GRACE_S)
     for task in in_flight.values():
         task.cancel()
     await asyncio.gather(*in_flight.values(), return_exceptions=True)
-    kept = client.accounting.total().network_calls - before
+    kept = await runner.network_calls() - before
     return kept, max(0, waiting - kept)

@@ -25,6 +25,8 @@ class Executor(Protocol):
 
     async def requests_on_the_wire(self) -> int: ...
 
+    async def network_calls(self) -> int: ...
+
     def status_line(self) -> str: ...
 
     async def close(self) -> None: ...
@@ -49,6 +51,9 @@ class LocalExecutor:
 
     async def requests_on_the_wire(self) -> int:
         return self.ctx.client.requests_on_the_wire()
+
+    async def network_calls(self) -> int:
+        return self.ctx.client.accounting.total().network_calls
 
     def status_line(self) -> str:
         return ""

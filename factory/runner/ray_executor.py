@@ -209,6 +209,9 @@ class SlotWorker:
     def on_wire(self) -> int:
         return self.client.requests_on_the_wire()
 
+    def network_calls(self) -> int:
+        return self.client.accounting.total().network_calls
+
     def _accounting_delta(self) -> list[tuple[str, str, dict[str, Any]]]:
         """What the client counted since the last slot result (all slots of this worker)."""
         out = []
@@ -389,16 +392,23 @@ class RayExecutor:
         for actor in self.actors:
             actor.stop_new_requests.remote()
 
-    async def requests_on_the_wire(self) -> int:
+    async def _sum(self, method: str) -> int:
         if not self.actors:
             return 0
         try:
             counts = await asyncio.wait_for(
-                asyncio.gather(*(a.on_wire.remote() for a in self.actors)), timeout=10.0
+                asyncio.gather(*(getattr(a, method).remote() for a in self.actors)), timeout=10.0
             )
         except Exception:  # a dead worker has nothing on the wire
             return 0
         return sum(counts)
+
+    async def requests_on_the_wire(self) -> int:
+        return await self._sum("on_wire")
+
+    async def network_calls(self) -> int:
+        """Calls the workers made (their own count: slot results report theirs later)."""
+        return await self._sum("network_calls")
 
     def status_line(self) -> str:
         elapsed = max(1e-6, time.monotonic() - self._started)
