@@ -300,7 +300,7 @@ async def build(
     finally:
         draining = True
         try:
-            drained, abandoned = await _drain(client, runner, in_flight)
+            drained, abandoned = await _drain(runner, in_flight)
         finally:
             await runner.close()
         if (drained or abandoned) and store.failed is not None:
@@ -381,9 +381,7 @@ def _retry_later(result: SlotResult, tries: dict[int, int], queue: list[int]) ->
     queue.append(result.slot)
 
 
-async def _drain(
-    client: LLMClient, runner: Executor, in_flight: dict[int, asyncio.Future[SlotResult]]
-) -> tuple[int, int]:
+async def _drain(runner: Executor, in_flight: dict[int, asyncio.Future[SlotResult]]) -> tuple[int, int]:
     """Stop new requests; await those on the wire (their answers are journaled as they arrive);
     cancel what is left after the grace period. Returns (answers kept, requests abandoned)."""
     if not in_flight:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -229,3 +230,27 @@ def test_workers_scale_and_the_limiter_is_global(tmp_path: Path, ray_cluster: Ra
     assert steady <= rpm / 60 * 1.02, (steady, peak)
     assert peak <= rpm / 60 * 1.1, (steady, peak)  # 2 s windows: a lease is about 50 ms of the rate
     assert steady >= 0.75 * rpm / 60, (steady, peak)  # and the limit is used, not starved
+
+
+def test_without_ray_the_executor_says_how_to_install_it(tmp_path: Path, permissive_recipe: Path) -> None:
+    """`import ray` failing (sys.modules["ray"] = None) gives one line and exit 2, before any call."""
+    args = ["build", "--n", "5", "--pipeline", str(permissive_recipe), "--db", str(tmp_path / "x.duckdb")]
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from factory.cli.main import app\n"
+        f"app({[*args, '--executor', 'ray']!r})\n"
+    )
+    with fake_server() as server:
+        res = subprocess.run(
+            [sys.executable, "-c", code],
+            env=cli_env(server.url, tmp=tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert server.stats()["requests"] == 0
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'dynabench-factory[ray]'" in lines[0], res.stderr
+    assert not (tmp_path / "x.duckdb").exists()
