@@ -211,6 +211,7 @@ RAY_ENV = {
 class RayCluster:
     address: str
     temp_dir: Path
+    pgid: int  # the process group of `ray start` and every process of the cluster
 
 
 def _free_port() -> int:
@@ -266,7 +267,7 @@ def ray_cluster() -> Iterator[RayCluster]:
             assert proc.poll() is None, (temp_dir / "ray-start.log").read_text()
             assert time.monotonic() < deadline, "ray start did not come up in 90 s"
             time.sleep(0.5)
-        yield RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir)
+        yield RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir, pgid=proc.pid)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

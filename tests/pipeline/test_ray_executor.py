@@ -5,6 +5,8 @@ while one global limiter keeps the server's rate at or under the configured rpm.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -254,3 +256,58 @@ def test_without_ray_the_executor_says_how_to_install_it(tmp_path: Path, permiss
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'dynabench-factory[ray]'" in lines[0], res.stderr
     assert not (tmp_path / "x.duckdb").exists()
+
+
+def _worker_pids(cluster: RayCluster) -> list[int]:
+    """The SlotWorker actor processes of our own cluster (descendants of its `ray start`)."""
+    import psutil
+
+    pids = []
+    for proc in psutil.Process(cluster.pgid).children(recursive=True):
+        try:
+            if "ray::SlotWorker" in " ".join(proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return sorted(pids)
+
+
+def test_a_killed_worker_loses_nothing_paid(
+    tmp_path: Path, ray_cluster: RayCluster, reference150: Built
+) -> None:
+    """SIGKILL one worker mid-build: Ray restarts it, its slots run again from its journal, and the
+    build finishes with the reference dataset."""
+    n = 150
+    db = tmp_path / "worker.duckdb"
+    with fake_server(latency=0.05) as server:
+        proc = subprocess.Popen(
+            ray_cmd(db, reference150.recipe, n, ray_cluster),
+            env=ray_env(server.url, tmp_path),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while server.stats()["requests"] < 600:
+                assert proc.poll() is None and time.monotonic() < deadline, "build ended before the kill"
+                time.sleep(0.02)
+            pids = _worker_pids(ray_cluster)
+            assert len(pids) == 2, pids
+            os.kill(pids[0], signal.SIGKILL)
+            _, stderr = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+        stats = settled_stats(server)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert f"done: {n} samples" in flat(stderr)
+    m = re.search(r"LLM: \d+ calls paid, (\d+) answered from cache", flat(stderr))
+    assert m and int(m.group(1)) > 0, "the dead worker's journaled answers should be reused"
+    # repeated bodies: at most the dead worker's requests on the wire (its concurrency bound, 64)
+    assert stats["repeated_bodies"] <= 64, stats
+    assert samples(db) == samples(reference150.db)
+    assert query(db, "SELECT count(*) - count(DISTINCT key) FROM llm_calls")[0][0] == 0
