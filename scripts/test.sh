@@ -4,7 +4,7 @@
 # installs redis-server and .argilla-venv on first use) and stop it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh local,embed,train,annotation,dev
+bash scripts/install.sh local,embed,train,annotation,ray,dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest -q "$@"

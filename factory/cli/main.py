@@ -178,6 +178,16 @@ def build(
             "answered within hours; a rerun collects submitted jobs by id). Default: the recipe's batch.mode"
         ),
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="where slots run: local (this process) or ray (worker actors; same dataset)")
+    ] = "local",
+    workers: Annotated[int, typer.Option(help="with --executor ray: number of worker actors")] = 2,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="with --executor ray: the cluster (default: a local Ray instance)"
+        ),
+    ] = None,
 ) -> None:
     """Generate N samples into the DuckDB store (resumable: rerun the same command after a crash)."""
     from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
@@ -195,6 +205,14 @@ def build(
         _fail("--json and --pilot go with --dry-run")
     if mode not in (None, "online", "batch"):
         _fail(f"--mode {mode!r}: use online or batch")
+    if executor not in ("local", "ray"):
+        _fail(f"--executor {executor!r}: expected local or ray")
+    if workers < 1:
+        _fail(f"--workers {workers}: must be at least 1")
+    if executor == "ray" and not dry_run:
+        from factory.runner.ray_executor import require_ray
+
+        _run_guarded(require_ray)
     overrides = _parse_model_overrides(model, model_for)
     recipe = _run_guarded(load_recipe, pipeline).with_mode(mode)
     endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
@@ -214,7 +232,18 @@ def build(
         console.print(f"[bold yellow]WARNING:[/] {NOT_TRAINING_QUALITY}")
     try:
         summary = asyncio.run(
-            run_build(_db(db), recipe, n, seed, overrides, progress=progress, max_cost=max_cost)
+            run_build(
+                _db(db),
+                recipe,
+                n,
+                seed,
+                overrides,
+                progress=progress,
+                max_cost=max_cost,
+                executor=executor,
+                workers=workers,
+                ray_address=ray_address,
+            )
         )
     except INPUT_ERRORS as exc:
         _fail(str(exc))

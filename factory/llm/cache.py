@@ -13,7 +13,14 @@ a warning naming the journal and the line, and kept in `<journal>.rejected`, nev
 added after the first files were written: opening an older file adds the column (NULL, read back as
 ""), and journal lines written without the key replay with an empty reasoning. `cached_input_tokens`
 (prompt tokens the provider read from its prompt cache, part of `input_tokens`) came later still and
-is handled the same way (NULL / missing reads as 0).
+is handled the same way (NULL / missing reads as 0). `slot` (the build slot the call served, NULL
+outside builds) came with the Ray executor: a worker cannot open the database, so the driver sends
+each slot's earlier answers with the slot (`rows_for_slot`).
+
+Workers that cannot open the database (`DetachedCache`, the Ray executor's) journal each answer to
+a per-slot file under `<journal>.ray/` (same line format) before they use it; the driver folds an
+absorbed slot's answers into its own journal and removes the file, and every open replays what is
+left there (a driver or worker killed mid-slot).
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     response_model VARCHAR,
     created_at DOUBLE,
     reasoning VARCHAR,
-    cached_input_tokens BIGINT
+    cached_input_tokens BIGINT,
+    slot BIGINT
 )
 """
 
@@ -62,6 +70,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 CACHE_MIGRATIONS = (
     "ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS reasoning VARCHAR",
     "ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_input_tokens BIGINT",
+    "ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS slot BIGINT",
 )
 
 _COLUMNS = [
@@ -81,6 +90,7 @@ _COLUMNS = [
     "created_at",
     "reasoning",
     "cached_input_tokens",
+    "slot",
 ]
 
 _STR_COLUMNS = (
@@ -125,6 +135,7 @@ def journal_row_problem(row: Any) -> str | None:
     row.setdefault("reasoning", "")  # lines written before the reasoning column replay without it
     if row.get("cached_input_tokens") is None:  # likewise lines from before cached-token accounting
         row["cached_input_tokens"] = 0
+    row.setdefault("slot", None)  # and lines from before the slot column
     missing = [c for c in _COLUMNS if c not in row]
     if missing:
         return "missing " + ", ".join(missing)
@@ -141,7 +152,76 @@ def journal_row_problem(row: Any) -> str | None:
         value = row[col]
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             return f"{col} is {value!r}, expected a number"
+    slot = row["slot"]
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < _INT64):
+        return f"slot is {slot!r}, expected a non-negative integer or null"
     return None
+
+
+def ray_journal_dir(journal_path: Path) -> Path:
+    """Where detached (Ray worker) caches journal their answers: one file per slot."""
+    return journal_path.with_name(journal_path.name + ".ray")
+
+
+def slot_journal_path(journal_path: Path, slot: int) -> Path:
+    return ray_journal_dir(journal_path) / f"slot-{slot}.jsonl"
+
+
+def journal_row(
+    key: str,
+    *,
+    provider: str,
+    model: str,
+    stage: str,
+    prompt_hash: str,
+    request_json: str,
+    completion: RawCompletion,
+    cost_usd: float,
+    latency_s: float,
+    slot: int | None = None,
+) -> dict[str, Any]:
+    """One cache entry: a journal line and an `llm_calls` row."""
+    return {
+        "key": key,
+        "provider": provider,
+        "model": model,
+        "stage": stage,
+        "prompt_hash": prompt_hash,
+        "request_json": request_json,
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+        "input_tokens": completion.usage.input_tokens,
+        "output_tokens": completion.usage.output_tokens,
+        "cost_usd": cost_usd,
+        "latency_s": latency_s,
+        "response_model": completion.model,
+        "created_at": time.time(),
+        "reasoning": completion.reasoning,
+        "cached_input_tokens": completion.usage.cached_input_tokens,
+        "slot": slot,
+    }
+
+
+def completion_of(row: dict[str, Any]) -> RawCompletion:
+    """The cached answer of a journal line or `llm_calls` row."""
+    return RawCompletion(
+        text=row["text"],
+        finish_reason=row["finish_reason"] or "stop",
+        usage=Usage(
+            input_tokens=row["input_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0,
+            cached_input_tokens=row.get("cached_input_tokens") or 0,
+        ),
+        model=row["response_model"] or "",
+        reasoning=row.get("reasoning") or "",
+    )
+
+
+def append_line(fd: int, path: Path, row: dict[str, Any]) -> None:
+    """One journal line with one `os.write` on an O_APPEND descriptor (in the page cache on return)."""
+    line = orjson.dumps(row) + b"\n"
+    if os.write(fd, line) != len(line):  # a short write: the disk is full, the line is torn
+        raise OSError(errno.ENOSPC, f"short write to {path}: no space left on device")
 
 
 class RequestCache:
@@ -168,6 +248,9 @@ class RequestCache:
         with self.lock:
             self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
         self._pending: dict[str, dict[str, Any]] = {}
+        self._pending_slots: set[int] = set()
+        with self.lock:
+            self._max_slot: int | None = self.con.execute("SELECT max(slot) FROM llm_calls").fetchall()[0][0]
         try:
             self._fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -214,17 +297,7 @@ class RequestCache:
                 reasoning=res[5] or "",
             )
         self.hits += 1
-        return RawCompletion(
-            text=row["text"],
-            finish_reason=row["finish_reason"],
-            usage=Usage(
-                input_tokens=row["input_tokens"],
-                output_tokens=row["output_tokens"],
-                cached_input_tokens=row.get("cached_input_tokens") or 0,
-            ),
-            model=row["response_model"],
-            reasoning=row.get("reasoning") or "",
-        )
+        return completion_of(row)
 
     # -- writes ----------------------------------------------------------------------------
     def put(
@@ -239,31 +312,61 @@ class RequestCache:
         completion: RawCompletion,
         cost_usd: float,
         latency_s: float,
+        slot: int | None = None,
     ) -> None:
-        row = {
-            "key": key,
-            "provider": provider,
-            "model": model,
-            "stage": stage,
-            "prompt_hash": prompt_hash,
-            "request_json": request_json,
-            "text": completion.text,
-            "finish_reason": completion.finish_reason,
-            "input_tokens": completion.usage.input_tokens,
-            "output_tokens": completion.usage.output_tokens,
-            "cost_usd": cost_usd,
-            "latency_s": latency_s,
-            "response_model": completion.model,
-            "created_at": time.time(),
-            "reasoning": completion.reasoning,
-            "cached_input_tokens": completion.usage.cached_input_tokens,
-        }
-        line = orjson.dumps(row) + b"\n"
-        if os.write(self._fd, line) != len(line):  # a short write: the disk is full, the line is torn
-            raise OSError(errno.ENOSPC, f"short write to {self.journal_path}: no space left on device")
+        row = journal_row(
+            key,
+            provider=provider,
+            model=model,
+            stage=stage,
+            prompt_hash=prompt_hash,
+            request_json=request_json,
+            completion=completion,
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            slot=slot,
+        )
+        self._append(row)
+
+    def put_row(self, row: dict[str, Any]) -> bool:
+        """Journal a complete entry (e.g. one a Ray worker journaled and sent back); False, and
+        nothing written, when the key is cached already."""
+        if row["key"] in self._keys or row["key"] in self._pending:
+            return False
+        self._append(row)
+        return True
+
+    def _append(self, row: dict[str, Any]) -> None:
+        key = row["key"]
+        append_line(self._fd, self.journal_path, row)
         self._pending[key] = row
+        if row.get("slot") is not None:
+            self._pending_slots.add(row["slot"])
         if len(self._pending) >= self.flush_every:
             self.flush()
+
+    def rows_for_slot(self, slot: int) -> list[dict[str, Any]]:
+        """Every cached entry recorded for a build slot (stored or pending): what a worker that
+        cannot open the database gets to answer that slot's requests from."""
+        rows: dict[str, dict[str, Any]] = {}
+        if self._max_slot is not None and slot <= self._max_slot:
+            with self.lock:
+                cur = self.con.execute(f"SELECT {', '.join(_COLUMNS)} FROM llm_calls WHERE slot = ?", [slot])
+                for values in cur.fetchall():
+                    rows[values[0]] = dict(zip(_COLUMNS, values, strict=True))
+        if slot in self._pending_slots:
+            rows.update({k: r for k, r in self._pending.items() if r.get("slot") == slot})
+        return list(rows.values())
+
+    def absorb_slot_journal(self, slot: int) -> int:
+        """Fold a slot's detached journal (a worker's, left by a crash or a cancelled call) into
+        this cache and remove it. Returns the entries new to the cache."""
+        path = slot_journal_path(self.journal_path, slot)
+        if not path.exists():
+            return 0
+        new = sum(self.put_row(row) for row in self._read_journal(path).values())
+        path.unlink(missing_ok=True)
+        return new
 
     def flush(self, commit: bool = True) -> None:
         """Move pending entries into DuckDB. With commit=False the caller owns the transaction
@@ -279,7 +382,11 @@ class RequestCache:
         if not self._flushed:
             return
         self._keys.update(self._pending.keys())
+        for row in self._pending.values():
+            if row.get("slot") is not None:
+                self._max_slot = max(self._max_slot if self._max_slot is not None else -1, row["slot"])
         self._pending.clear()
+        self._pending_slots.clear()
         os.ftruncate(self._fd, 0)
         self._flushed = False
 
@@ -306,10 +413,24 @@ class RequestCache:
                 self.con.unregister("_calls_batch")
 
     def _replay_journal(self) -> None:
-        """Fold the journal into llm_calls. Lines that are not a complete entry are skipped with a
-        warning naming the file and line, and appended to `<journal>.rejected`; every other line
-        is replayed. A torn last line (no newline: the write a crash cut short) is dropped quietly."""
-        path = self.journal_path
+        """Fold the journal, then the detached (Ray worker) journals, into llm_calls. Lines that are
+        not a complete entry are skipped with a warning naming the file and line, and appended to
+        `<journal>.rejected`; every other line is replayed. A torn last line (no newline: the write
+        a crash cut short) is dropped quietly."""
+        rows = self._read_journal(self.journal_path)
+        if rows:
+            self._insert(list(rows.values()))
+        if self.journal_path.exists():
+            os.truncate(self.journal_path, 0)
+        detached = ray_journal_dir(self.journal_path)
+        if detached.is_dir():
+            for path in sorted(detached.glob("slot-*.jsonl")):
+                rows = self._read_journal(path)
+                if rows:
+                    self._insert(list(rows.values()))
+                path.unlink()
+
+    def _read_journal(self, path: Path) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         rejected: list[bytes] = []
         try:
@@ -332,19 +453,16 @@ class RequestCache:
                         continue
                     rows[row["key"]] = {c: row[c] for c in _COLUMNS}
         except FileNotFoundError:
-            return
+            return rows
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the request journal: {exc.strerror or exc}") from exc
         if rejected:
-            self.rejected = len(rejected)
-            self._keep_rejected(rejected, len(rows))
-        if rows:
-            self._insert(list(rows.values()))
-        os.truncate(path, 0)
+            self.rejected += len(rejected)
+            self._keep_rejected(path, rejected, len(rows))
+        return rows
 
-    def _keep_rejected(self, rejected: list[bytes], replayed: int) -> None:
-        path = self.journal_path
-        kept = path.with_name(path.name + ".rejected")
+    def _keep_rejected(self, path: Path, rejected: list[bytes], replayed: int) -> None:
+        kept = self.journal_path.with_name(self.journal_path.name + ".rejected")
         try:
             with open(kept, "ab") as fh:
                 fh.write(b"\n".join(rejected) + b"\n")
@@ -360,3 +478,96 @@ class RequestCache:
             where,
             replayed,
         )
+
+
+class DetachedCache:
+    """The request cache of a process that cannot open the database (a Ray worker).
+
+    It answers from the entries it was given (`preload`: the slot's earlier answers, sent by the
+    driver) and journals every new answer to its slot's file under `<journal>.ray/` before the
+    caller uses it, in the main journal's line format. `take(slot)` hands the slot's new entries
+    over (they travel back to the driver, which journals them itself and removes the file)."""
+
+    def __init__(self, journal_path: Path) -> None:
+        self.journal_path = journal_path
+        self.dir = ray_journal_dir(journal_path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._rows: dict[str, dict[str, Any]] = {}  # key -> entry, preloaded or new
+        self._new: dict[int, list[dict[str, Any]]] = {}  # slot -> entries journaled by this process
+        self._fds: dict[int, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(v) for v in self._new.values())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def preload(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._rows.setdefault(row["key"], row)
+
+    def get(self, key: str) -> RawCompletion | None:
+        row = self._rows.get(key)
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return completion_of(row)
+
+    def put(
+        self,
+        key: str,
+        *,
+        provider: str,
+        model: str,
+        stage: str,
+        prompt_hash: str,
+        request_json: str,
+        completion: RawCompletion,
+        cost_usd: float,
+        latency_s: float,
+        slot: int | None = None,
+    ) -> None:
+        if slot is None:
+            raise ValueError("a detached cache journals per slot: the request has no slot")
+        row = journal_row(
+            key,
+            provider=provider,
+            model=model,
+            stage=stage,
+            prompt_hash=prompt_hash,
+            request_json=request_json,
+            completion=completion,
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            slot=slot,
+        )
+        fd = self._fds.get(slot)
+        path = slot_journal_path(self.journal_path, slot)
+        if fd is None:
+            fd = self._fds[slot] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        append_line(fd, path, row)
+        self._rows[key] = row
+        self._new.setdefault(slot, []).append(row)
+
+    def take(self, slot: int) -> list[dict[str, Any]]:
+        """The slot's new entries; closes its journal file (the driver removes it once it has
+        journaled them) and forgets the slot's entries."""
+        fd = self._fds.pop(slot, None)
+        if fd is not None:
+            os.close(fd)
+        rows = self._new.pop(slot, [])
+        for key in [k for k, r in self._rows.items() if r.get("slot") == slot]:
+            del self._rows[key]
+        return rows
+
+    def flush(self, commit: bool = True) -> None:
+        """Nothing to fold: the driver owns the database."""
+
+    def close(self, flush: bool = True) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -21,7 +21,7 @@ from factory.llm.batch.base import make_batch_api
 from factory.llm.batch.collector import BatchCollector, SendOnline
 from factory.llm.batch.ledger import BatchLedger
 from factory.llm.breaker import CircuitBreaker
-from factory.llm.cache import RequestCache
+from factory.llm.cache import DetachedCache, RequestCache
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import ClientClosing, RetryableProviderError, StructuredOutputError
 from factory.llm.fingerprint import request_key
@@ -36,6 +36,9 @@ REASK_TEMPLATE = (
 )
 
 FailureSink = Callable[[dict[str, Any]], None]
+# Makes an endpoint's rate limiter (acquire/settle/observe_headers, like RateLimiter): the Ray
+# executor's workers share one global limiter instead of each holding its own.
+LimiterFactory = Callable[[EndpointConfig], RateLimiter]
 
 
 def make_provider(config: EndpointConfig) -> Provider:
@@ -60,7 +63,12 @@ class Endpoint:
     """A provider instance with its concurrency bound, rate limiter and pause gate (and, in batch
     mode, the collector that sends its requests as provider batch jobs)."""
 
-    def __init__(self, config: EndpointConfig, cache: RequestCache | None = None) -> None:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        cache: RequestCache | DetachedCache | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.config = config
         self.provider = make_provider(config)
         self.batch: BatchCollector | None = None
@@ -68,13 +76,13 @@ class Endpoint:
             self.batch = BatchCollector(
                 config,
                 make_batch_api(config),
-                BatchLedger(cache.con, cache.lock) if cache is not None else None,
+                BatchLedger(cache.con, cache.lock) if isinstance(cache, RequestCache) else None,
                 config.batch,
                 in_cache=(lambda key: key in cache) if cache is not None else None,
             )
         concurrency = 1 if config.provider == "local" else config.concurrency
         self.semaphore = asyncio.Semaphore(concurrency)
-        self.limiter = RateLimiter(config.rpm, config.tpm)
+        self.limiter = limiter if limiter is not None else RateLimiter(config.rpm, config.tpm)
         self.paused_until = 0.0
         self.breaker: CircuitBreaker | None = None
         if config.outage_patience_s is not None:
@@ -119,11 +127,13 @@ def validate_output(raw: RawCompletion, schema: type[BaseModel]) -> tuple[BaseMo
 class LLMClient:
     def __init__(
         self,
-        cache: RequestCache | None = None,
+        cache: RequestCache | DetachedCache | None = None,
         prices: PriceTable | None = None,
         failure_sink: FailureSink | None = None,
+        limiter_factory: LimiterFactory | None = None,
     ) -> None:
         self.cache = cache
+        self.limiter_factory = limiter_factory
         self.prices = prices or PriceTable()
         self.accounting = Accounting()
         self.failure_sink = failure_sink
@@ -158,7 +168,8 @@ class LLMClient:
         key = f"{config.model_dump_json()}|{config.resolved_base_url()}"
         ep = self._endpoints.get(key)
         if ep is None:
-            ep = self._endpoints[key] = Endpoint(config, self.cache)
+            limiter = self.limiter_factory(config) if self.limiter_factory is not None else None
+            ep = self._endpoints[key] = Endpoint(config, self.cache, limiter)
         return ep
 
     async def aclose(self, flush_cache: bool = True) -> None:
@@ -225,6 +236,7 @@ class LLMClient:
                             completion=raw,
                             cost_usd=price_cost,
                             latency_s=elapsed,
+                            slot=request.slot,
                         )
                     except OSError as exc:  # the journal cannot be written (disk full): every
                         self.journal_error = exc  # further answer would be paid for and lost

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 
 class TokenBucket:
@@ -108,3 +108,54 @@ class RateLimiter:
             bucket = self.requests or self.tokens
             if bucket is not None and delay:
                 bucket.block_for(min(delay, 60.0))
+
+
+Lease = Callable[[str, float], Awaitable[None]]  # (kind "requests"|"tokens", amount): returns once granted
+Block = Callable[[str, float], None]  # (kind, seconds): the server said the budget is exhausted
+
+
+class LeasedBucket:
+    """A local share of a bucket held elsewhere (one limiter for many processes): capacity is
+    leased in chunks, so a process asks the shared bucket about once per `chunk` units.
+
+    The shared bucket grants a lease only when its rate allows, so K processes together never go
+    above the rate; a lease not used yet is at most `chunk` units per process (a small burst)."""
+
+    def __init__(self, kind: str, lease: Lease, block: Block, chunk: float) -> None:
+        self.kind = kind
+        self._lease = lease
+        self._block = block
+        self.chunk = max(1.0, chunk)
+        self._level = 0.0
+        self._lock = asyncio.Lock()  # one lease at a time; waiters are served in arrival order
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        async with self._lock:
+            if self._level < amount:
+                want = max(self.chunk, amount - self._level)
+                await self._lease(self.kind, want)
+                self._level += want
+            self._level -= amount
+
+    def refund(self, amount: float) -> None:
+        self._level += amount  # over-reserved tokens stay with this process's lease
+
+    def block_for(self, seconds: float) -> None:
+        self._level = 0.0
+        self._block(self.kind, seconds)
+
+
+class LeasedLimiter(RateLimiter):
+    """A RateLimiter whose buckets are shares of a shared limiter (see LeasedBucket); leases are
+    sized to about `lease_s` of the rate."""
+
+    def __init__(
+        self,
+        lease: Lease,
+        block: Block,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        lease_s: float = 0.05,
+    ) -> None:
+        self.requests = LeasedBucket("requests", lease, block, rpm / 60.0 * lease_s) if rpm else None  # type: ignore[assignment]
+        self.tokens = LeasedBucket("tokens", lease, block, tpm / 60.0 * lease_s) if tpm else None  # type: ignore[assignment]

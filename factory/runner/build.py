@@ -34,9 +34,10 @@ from factory.recipes import STAGES, Recipe
 from factory.recipes.names import JUDGE_STAGES
 from factory.runner.committer import Committer
 from factory.runner.estimate import estimate, recipe_factors, store_estimate
+from factory.runner.executor import Executor, LocalExecutor
 from factory.runner.fingerprint import describe_changes, run_fingerprint
 from factory.runner.progress import Progress
-from factory.runner.slot import SlotResult, run_slot
+from factory.runner.slot import SlotResult
 from factory.runner.window import slot_window
 from factory.stages.context import BuildContext
 from factory.store.db import Store, is_disk_full
@@ -133,11 +134,30 @@ async def build(
     banks_root: Path | None = None,
     max_cost: float | None = None,
     record_estimate: bool = True,
+    executor: str = "local",
+    workers: int = 2,
+    ray_address: str | None = None,
 ) -> BuildSummary:
+    """`executor="ray"` runs the slots on `workers` Ray actors (runner/ray_executor.py); the
+    dataset is the same as a local build's."""
     if n < 1:
         raise ConfigError("--n must be at least 1")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: expected local or ray")
+    if executor == "ray":
+        from factory.runner.ray_executor import require_ray
+
+        require_ray()
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: must be at least 1")
     banks, _ = load_banks(banks_root)
     endpoints = resolve_endpoints(recipe, model_overrides or {})
+    batched = sorted(stage for stage, ep in endpoints.items() if ep.batch is not None)
+    if executor == "ray" and batched:
+        raise ConfigError(
+            f"batch mode ({', '.join(batched)}) runs on the local executor: its jobs are collected by "
+            f"one process that holds the database; use --executor local with --mode batch"
+        )
     fp = run_fingerprint(recipe, endpoints, seed, banks_root)
     store = Store(db)
     try:
@@ -155,6 +175,13 @@ async def build(
     ctx = BuildContext(store=store, client=client, banks=banks, recipe=recipe, seed=seed, endpoints=endpoints)
     committer = Committer(ctx, n)
     committer.restore()
+    runner: Executor
+    if executor == "ray":
+        from factory.runner.ray_executor import RayExecutor
+
+        runner = RayExecutor(ctx, db=db, workers=workers, address=ray_address)
+    else:
+        runner = LocalExecutor(ctx)
     budget = max_cost if max_cost is not None else recipe.cost.max_usd
     slot_cost_guess = 0.0  # expected cost of one slot before this run has measured any
     if record_estimate or budget is not None:
@@ -170,9 +197,9 @@ async def build(
     over_budget = False  # the next slot would pass the budget: none starts until the estimate allows
     already_done = committer.done
     start = time.monotonic()
-    window = slot_window(endpoints, n, recipe.batch.window)
+    window = slot_window(endpoints, n, runner.workers, recipe.batch.window)
     max_slots = committer.cursor + int(max(0, n - committer.accepted) * recipe.oversample_cap) + 50
-    display = Progress(ctx, committer, n, enabled=progress and not already_done)
+    display = Progress(ctx, committer, n, enabled=progress and not already_done, extra=runner.status_line)
     last_beat = 0.0
 
     def heartbeat(state: str = "running", force: bool = False) -> None:
@@ -203,9 +230,11 @@ async def build(
     next_slot = committer.cursor
     retry_queue: list[int] = []  # slots to run again after a transport failure
     transient_tries: dict[int, int] = {}
-    in_flight: dict[int, asyncio.Task] = {}
+    in_flight: dict[int, asyncio.Future[SlotResult]] = {}
     drained = abandoned = 0
     try:
+        if not already_done:
+            await runner.start()
         with display:
             while not committer.done:
                 over_budget = False
@@ -226,7 +255,7 @@ async def build(
                     slot = retry_queue.pop(0) if retry_queue else next_slot
                     if slot == next_slot:
                         next_slot += 1
-                    in_flight[slot] = asyncio.ensure_future(run_slot(ctx, slot))
+                    in_flight[slot] = runner.submit(slot)
                 if not in_flight and over_budget:
                     spent = spent_before + client.accounting.total().cost_usd
                     raise BuildStopped(
@@ -278,7 +307,10 @@ async def build(
         ) from None
     finally:
         draining = True
-        drained, abandoned = await _drain(client, in_flight, store)
+        try:
+            drained, abandoned = await _drain(runner, in_flight)
+        finally:
+            await runner.close()
         if (drained or abandoned) and store.failed is not None:
             display.console.print(
                 f"{drained + abandoned} request(s) on the wire when the build stopped could not be kept "
@@ -357,18 +389,18 @@ def _retry_later(result: SlotResult, tries: dict[int, int], queue: list[int]) ->
     queue.append(result.slot)
 
 
-async def _drain(client: LLMClient, in_flight: dict[int, asyncio.Task], store: Store) -> tuple[int, int]:
+async def _drain(runner: Executor, in_flight: dict[int, asyncio.Future[SlotResult]]) -> tuple[int, int]:
     """Stop new requests; await those on the wire (their answers are journaled as they arrive);
     cancel what is left after the grace period. Returns (answers kept, requests abandoned)."""
     if not in_flight:
         return 0, 0
-    client.stop_new_requests()
-    before = client.accounting.total().network_calls
-    waiting = client.requests_on_the_wire()
+    runner.stop_new_requests()
+    before = await runner.network_calls()
+    waiting = await runner.requests_on_the_wire()
     if waiting:
         await asyncio.wait(in_flight.values(), timeout=DRAIN_GRACE_S)
     for task in in_flight.values():
         task.cancel()
     await asyncio.gather(*in_flight.values(), return_exceptions=True)
-    kept = client.accounting.total().network_calls - before
+    kept = await runner.network_calls() - before
     return kept, max(0, waiting - kept)

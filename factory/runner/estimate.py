@@ -307,7 +307,7 @@ def estimate(
     factors = factors or recipe_factors(recipe)
     rate = 0.0 if factors.source == "pilot" else factors.ambiguous_rule_rate
     per_slot = model_slots(recipe, banks, seed, range(sample_slots), rate)
-    window = slot_window(endpoints, n, recipe.batch.window)
+    window = slot_window(endpoints, n, batch_window=recipe.batch.window)
     needed = n / max(factors.accept_rate, 1e-6)
     prices = PriceTable.from_mapping(recipe.pricing)
     stages: dict[str, Any] = {}
@@ -466,7 +466,7 @@ def measure(
             f.input_ratio[stage] = (tin / network) / (m.input_tokens / m.calls)
             f.output_ratio[stage] = (tout / network) / (m.output_tokens / m.calls)
     # calls made by slots started past the last committed one, per slot of the pilot's window
-    window = slot_window(endpoints, k, recipe.batch.window)
+    window = slot_window(endpoints, k, batch_window=recipe.batch.window)
     for stage in LLM_STAGES:
         expected = logical_committed[stage] * (1 + f.reask[stage])
         f.overshoot[stage] = max(0.0, calls.get(stage, 0) - expected) / window

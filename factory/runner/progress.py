@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -16,8 +17,16 @@ STAGE_ORDER = (Stage.COMPOSE, *LLM_STAGES)
 
 
 class Progress:
-    def __init__(self, ctx: Any, committer: Any, n_target: int, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        committer: Any,
+        n_target: int,
+        enabled: bool = True,
+        extra: Callable[[], str] | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.extra = extra  # one more line (the Ray executor's per-worker throughput)
         self.committer = committer
         self.n = n_target
         self.enabled = enabled
@@ -95,7 +104,7 @@ class Progress:
                 f"{s.input_tokens:,}/{s.output_tokens:,}" if s else "-",
                 (f"{s.cost_usd:.4f}" + ("*" if s.unpriced else "")) if s else "-",
             )
-        caption = "; ".join(x for x in (self.outage_line(), self.batch_line()) if x)
+        caption = "\n".join(x for x in (self.outage_line(), self.batch_line(), self.extra_line()) if x)
         if caption:
             table.caption = caption
         return table
@@ -105,6 +114,9 @@ class Progress:
         return "; ".join(
             s for ep in self.ctx.client.endpoints if ep.batch is not None and (s := ep.batch.summary())
         )
+
+    def extra_line(self) -> str:
+        return self.extra() if self.extra is not None else ""
 
     def outage_line(self) -> str:
         """A countdown for each endpoint whose circuit breaker is open (empty when all answer)."""
@@ -132,7 +144,8 @@ class Progress:
             f"{rate:.1f}/s, ETA {eta}, calls {tot.network_calls} (+{tot.cache_hits} cached), "
             f"retries {tot.retries}, tokens {tot.input_tokens}/{tot.output_tokens}, ${tot.cost_usd:.4f}"
             + (f"; {outage}" if (outage := self.outage_line()) else "")
-            + (f"; {batch}" if (batch := self.batch_line()) else ""),
+            + (f"; {batch}" if (batch := self.batch_line()) else "")
+            + (f"; {extra}" if (extra := self.extra_line()) else ""),
             file=sys.stderr,
             flush=True,
         )

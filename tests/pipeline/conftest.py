@@ -195,3 +195,90 @@ def built200(tmp_path_factory: pytest.TempPathFactory, permissive_recipe: Path) 
 def reference150(tmp_path_factory: pytest.TempPathFactory, permissive_recipe: Path) -> Built:
     """An uninterrupted build of N=150, seed 0, against a fresh fake with 50 ms latency."""
     return _build(tmp_path_factory.mktemp("reference150"), permissive_recipe, 150, latency=0.05)
+
+
+# -- Ray: one local cluster on 127.0.0.1 per test session (tests/pipeline/test_ray_executor.py) --
+# Loopback only: Ray replaces 127.0.0.1 by the machine's routable address unless it runs in its
+# single-machine mode (the one it uses on macOS/Windows); no auth token on a loopback cluster.
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+@dataclass
+class RayCluster:
+    address: str
+    temp_dir: Path
+    pgid: int  # the process group of `ray start` and every process of the cluster
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """`ray start --head --block` on 127.0.0.1 (4 CPUs, no dashboard) in its own process group;
+    SIGTERM at the end stops every process it started (the group is killed if it lingers)."""
+    import shutil
+    import signal
+    import tempfile
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    assert ray_bin.exists(), "Ray is not installed: bash scripts/install.sh local,ray,dev"
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayt-", dir="/tmp"))  # short: Ray's socket paths
+    port = _free_port()
+    env = dict(os.environ, **RAY_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    log = (temp_dir / "ray-start.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "4",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(temp_dir),
+            "--block",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while "Ray runtime started" not in (temp_dir / "ray-start.log").read_text():
+            assert proc.poll() is None, (temp_dir / "ray-start.log").read_text()
+            assert time.monotonic() < deadline, "ray start did not come up in 90 s"
+            time.sleep(0.5)
+        yield RayCluster(address=f"127.0.0.1:{port}", temp_dir=temp_dir, pgid=proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left (our own group only)
+        except ProcessLookupError:
+            pass
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
