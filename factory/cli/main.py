@@ -191,7 +191,7 @@ def build(
 ) -> None:
     """Generate N samples into the DuckDB store (resumable: rerun the same command after a crash)."""
     from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
-    from factory.runner.build import Terminated, resolve_endpoints
+    from factory.runner.build import Terminated, check_executor, resolve_endpoints
     from factory.runner.build import build as run_build
 
     if not 1 <= n < MAX_SEED:
@@ -216,6 +216,7 @@ def build(
     overrides = _parse_model_overrides(model, model_for)
     recipe = _run_guarded(load_recipe, pipeline).with_mode(mode)
     endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
+    _run_guarded(check_executor, executor, endpoints)
     if dry_run:
         _dry_run(_db(db), recipe, endpoints, overrides, n, seed, pilot, as_json)
         return

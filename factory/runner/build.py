@@ -83,6 +83,16 @@ def resolve_endpoints(recipe: Recipe, overrides: dict[str, str]) -> dict[str, En
     }
 
 
+def check_executor(executor: str, endpoints: dict[str, EndpointConfig]) -> None:
+    """Batch mode needs the local executor (one process collects the jobs and holds the database)."""
+    batched = sorted(stage for stage, ep in endpoints.items() if ep.batch is not None)
+    if executor == "ray" and batched:
+        raise ConfigError(
+            f"batch mode ({', '.join(batched)}) runs on the local executor: its jobs are collected by "
+            f"one process that holds the database; use --executor local with --mode batch"
+        )
+
+
 def _record_run(
     store: Store, run_id: str, seed: int, n: int, recipe: Recipe, endpoints: dict, fp: dict
 ) -> None:
@@ -152,12 +162,7 @@ async def build(
             raise ConfigError(f"--workers {workers}: must be at least 1")
     banks, _ = load_banks(banks_root)
     endpoints = resolve_endpoints(recipe, model_overrides or {})
-    batched = sorted(stage for stage, ep in endpoints.items() if ep.batch is not None)
-    if executor == "ray" and batched:
-        raise ConfigError(
-            f"batch mode ({', '.join(batched)}) runs on the local executor: its jobs are collected by "
-            f"one process that holds the database; use --executor local with --mode batch"
-        )
+    check_executor(executor, endpoints)
     fp = run_fingerprint(recipe, endpoints, seed, banks_root)
     store = Store(db)
     try:

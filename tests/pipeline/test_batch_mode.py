@@ -181,3 +181,18 @@ def test_local_model_has_no_batch_mode(tmp_path: Path, recipe: Path) -> None:
     )
     assert res.returncode == 2 and "has no batch API" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_batch_mode_is_refused_on_the_ray_executor(tmp_path: Path, recipe: Path) -> None:
+    pytest.importorskip("ray")
+    cmd = build_cmd(tmp_path / "x.duckdb", recipe, 2) + [
+        "--mode",
+        "batch",
+        "--executor",
+        "ray",
+        "--model",
+        "openai:fake-model",
+    ]
+    res = run_factory(cmd, cli_env("http://127.0.0.1:9", tmp=tmp_path), tmp_path)
+    assert res.returncode == 2 and "runs on the local executor" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
