@@ -1,0 +1,195 @@
+"""Edge cases of batch mode found in review: a request held by two open jobs on resume, a client
+closed while a submission is on the wire, requests queued when new requests stop, a job over the
+provider's size limit, and Gemini's item errors (google.rpc.Status codes, not HTTP statuses).
+
+The provider side is the in-memory `BatchAPI` of test_batch_collector.py, with the variations each
+case needs; the cache and the ledger are a real DuckDB file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from google.genai import types
+
+from factory.llm import client as client_module
+from factory.llm.batch.base import BatchItem, JobStatus
+from factory.llm.batch.common import check_size
+from factory.llm.batch.google_batch import GoogleBatchAPI
+from factory.llm.config import EndpointConfig
+from factory.llm.errors import ClientClosing
+from factory.llm.types import LLMRequest, Message
+from tests.llm.test_batch_collector import MemoryBatchAPI, client_on, close, endpoint, req
+
+
+def install(monkeypatch: pytest.MonkeyPatch, cls: type[MemoryBatchAPI]) -> MemoryBatchAPI:
+    """One provider of class `cls` for the whole test (it outlives clients, as a real one does)."""
+    api = cls(EndpointConfig(provider="openai", model="m"))
+    monkeypatch.setattr(client_module, "make_batch_api", lambda config: api)
+    return api
+
+
+class HeldBatchAPI(MemoryBatchAPI):
+    """Jobs named in `hold` stay running."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        super().__init__(config)
+        self.hold: set[str] = set()
+
+    async def status(self, job_id: str) -> JobStatus:
+        if job_id in self.hold:
+            return JobStatus("running", total=len(self.jobs[job_id]["items"]))
+        return await super().status(job_id)
+
+
+async def wait_for(cond: Any, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_request_in_an_expired_job_and_its_resubmission_waits_for_the_resubmission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run 1: job-1 expires without running the request, which goes into job-2; the run is killed
+    while job-2 runs. Run 2 resumes both jobs (job-1 is not collected: that answer is not in the
+    cache): job-1 finishing again must not take the request's waiter and submit it a third time."""
+    api = install(monkeypatch, HeldBatchAPI)
+    db = tmp_path / "b.duckdb"
+    cfg = endpoint()
+    api.expire_next = 1
+    api.hold = {"job-2"}
+    client, store = client_on(db)
+    task = asyncio.ensure_future(client.complete(cfg, req(0)))
+    await wait_for(lambda: len(api.jobs) == 2)
+    await close(client, store)  # the "kill": job-2 still runs at the provider
+    await asyncio.gather(task, return_exceptions=True)
+    assert api.submitted == ["q0", "q0"]
+
+    api.hold = set()
+    client, store = client_on(db)
+    answer = await asyncio.wait_for(client.complete(cfg, req(0)), 10)
+    assert answer.text == "answer to q0"
+    assert api.submitted == ["q0", "q0"], "the request was submitted a third time"
+    await close(client, store)
+
+
+class SlowReplyBatchAPI(MemoryBatchAPI):
+    """The provider creates the job at once, but its reply takes `reply_s` to come back."""
+
+    reply_s = 0.5
+
+    async def submit(self, items: list[BatchItem]) -> str:
+        job_id = await super().submit(items)
+        await asyncio.sleep(self.reply_s)
+        return job_id
+
+
+async def test_a_job_created_while_the_client_closes_is_recorded_and_collected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the client (end of a build, Ctrl-C) while a submission is on the wire must not lose
+    the job the provider created: it is in the ledger, and a rerun collects it instead of paying
+    for its requests again."""
+    api = install(monkeypatch, SlowReplyBatchAPI)
+    db = tmp_path / "b.duckdb"
+    cfg = endpoint()
+    client, store = client_on(db)
+    tasks = [asyncio.ensure_future(client.complete(cfg, req(i))) for i in range(3)]
+    await wait_for(lambda: len(api.jobs) == 1)  # created at the provider, the reply not back yet
+    await close(client, store)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, BaseException) for r in results)
+
+    client, store = client_on(db)
+    assert store.query("SELECT job_id FROM batch_jobs") == [("job-1",)], "the created job is not in the ledger"
+    answers = await asyncio.wait_for(asyncio.gather(*(client.complete(cfg, req(i)) for i in range(3))), 10)
+    assert [a.text for a in answers] == [f"answer to q{i}" for i in range(3)]
+    assert len(api.jobs) == 1 and len(api.submitted) == 3  # nothing paid twice
+    await close(client, store)
+
+
+async def test_stop_new_requests_submits_nothing_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests still queued when the client stops new requests (a build draining) are not
+    submitted: they raise ClientClosing, as online requests not yet sent do."""
+    api = install(monkeypatch, MemoryBatchAPI)
+    client, store = client_on(tmp_path / "b.duckdb")
+    cfg = endpoint(quiet_s=0.3)
+    tasks = [asyncio.ensure_future(client.complete(cfg, req(i))) for i in range(3)]
+    await asyncio.sleep(0.05)  # queued, quiet period not over
+    client.stop_new_requests()
+    done, pending = await asyncio.wait(tasks, timeout=2.0)
+    assert not api.jobs, "a job was submitted after stop_new_requests"
+    assert not pending and all(isinstance(t.exception(), ClientClosing) for t in done)
+    await close(client, store)
+
+
+class SizedBatchAPI(MemoryBatchAPI):
+    """A provider whose request lines are much larger than their messages (a big schema)."""
+
+    max_bytes = 10_000
+    overhead = 1_000
+
+    async def submit(self, items: list[BatchItem]) -> str:
+        size = sum(len(orjson.dumps(i.messages)) + self.overhead for i in items)
+        check_size(self.name, items, size, self.max_requests, self.max_bytes)
+        return await super().submit(items)
+
+
+async def test_a_job_over_the_size_limit_is_split_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's size estimate of a request (its messages + 512 bytes) can be short of the
+    real line (schema, parameters): a job the adapter refuses as too large is split."""
+    api = install(monkeypatch, SizedBatchAPI)
+    client, store = client_on(tmp_path / "b.duckdb")
+    cfg = endpoint()
+
+    def big(i: int) -> LLMRequest:
+        return LLMRequest(messages=[Message(role="user", content=f"q{i} " + "x" * 1000)], stage="label", slot=i)
+
+    answers = await asyncio.wait_for(asyncio.gather(*(client.complete(cfg, big(i)) for i in range(12))), 10)
+    assert [a.text.split()[2] for a in answers] == [f"q{i}" for i in range(12)]
+    assert len(api.submitted) == 12  # each request in exactly one job
+    await close(client, store)
+
+
+def test_gemini_item_errors_carry_rpc_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Gemini inlined response's error is a google.rpc.Status: its code is a gRPC code (3 invalid
+    argument, 8 resource exhausted, 13 internal, 14 unavailable), not an HTTP status. An overload
+    or internal error is worth resending; an invalid argument is not."""
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    api = GoogleBatchAPI(EndpointConfig(provider="google", model="gemini-fake"))
+    codes = {"a": 3, "b": 8, "c": 13, "d": 14, "e": 4, "f": 500, "g": 400}
+    job = types.BatchJob(
+        name="batches/1",
+        state=types.JobState.JOB_STATE_SUCCEEDED,
+        dest=types.BatchJobDestination(
+            inlined_responses=[
+                types.InlinedResponse(metadata={"key": k}, error=types.JobError(code=c, message=f"boom {k}"))
+                for k, c in codes.items()
+            ]
+        ),
+    )
+
+    async def get(name: str) -> types.BatchJob:
+        return job
+
+    monkeypatch.setattr(api.client.aio.batches, "get", get)
+    outcomes = {o.custom_id: o for o in asyncio.run(api.results("batches/1"))}
+    assert {k: o.retryable for k, o in outcomes.items()} == {
+        "a": False,
+        "b": True,
+        "c": True,
+        "d": True,
+        "e": True,
+        "f": True,
+        "g": False,
+    }
+    assert outcomes["c"].error == "HTTP 500: boom c"
