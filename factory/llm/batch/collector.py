@@ -253,8 +253,9 @@ class BatchCollector:
             raise
         except BaseException as exc:  # the provider could not be reached, or refused the job
             for k in job.keys:
-                if self._job_of.get(k) == job.job_id:
-                    del self._job_of[k]
+                if self._job_of.get(k) != job.job_id:
+                    continue  # another open job holds the request (a resubmission): it waits for that one
+                del self._job_of[k]
                 w = self._waiting.pop(k, None)
                 if w is not None and not w.future.done():
                     w.future.set_exception(exc)
@@ -282,10 +283,14 @@ class BatchCollector:
             self.ledger.set_state(job.job_id, status.state, status.detail)
         by_id = {o.custom_id: o for o in outcomes}
         for key in job.keys:
-            if self._job_of.get(key) == job.job_id:
+            mine = self._job_of.get(key) == job.job_id
+            if mine:
                 del self._job_of[key]
-            waiter = self._waiting.pop(key, None)
             outcome = by_id.get(key)
+            answered = outcome is not None and outcome.completion is not None
+            if not mine and not answered:
+                continue  # another open job holds the request (a resubmission): it waits for that one
+            waiter = self._waiting.pop(key, None)
             if outcome is not None and outcome.completion is not None:
                 answer = outcome.completion.model_copy(update={"batch_job": job.job_id})
                 if waiter is not None:
