@@ -49,6 +49,12 @@ class SendOnline:
 SEND_ONLINE = SendOnline()
 
 
+def _fail(waiter: _Waiter, exc: BaseException) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(exc)
+        waiter.future.exception()  # retrieved: the caller may be gone
+
+
 @dataclass
 class _Waiter:
     messages: list[dict[str, Any]]
@@ -118,6 +124,9 @@ class BatchCollector:
         return await asyncio.shield(waiter.future)
 
     def _enqueue(self, key: str, waiter: _Waiter) -> None:
+        if self._closing:  # a resubmission after stop_new_requests
+            _fail(waiter, ClientClosing("the client is closing: no new requests"))
+            return
         now = time.monotonic()
         if not self._queue:
             self._first_queued = now
@@ -139,7 +148,13 @@ class BatchCollector:
         )
 
     def stop_new_requests(self) -> None:
+        """Nothing more is submitted: queued requests raise ClientClosing (as online requests not
+        yet sent do); jobs already submitted keep running, and a rerun collects them."""
         self._closing = True
+        queued = list(self._queue.values())
+        self._queue.clear()
+        for w in queued:
+            _fail(w, ClientClosing("the client is closing: no new requests"))
 
     async def aclose(self) -> None:
         """Stop submitting and polling. Jobs still running stay in the ledger; a rerun collects them."""
@@ -188,6 +203,8 @@ class BatchCollector:
                 await asyncio.sleep(min(wait, 0.25))
             if not self._queue:
                 continue
+            if self._closing:
+                break
             queued = list(self._queue.items())
             self._queue.clear()
             if len(queued) < self.settings.online_below:
@@ -196,6 +213,10 @@ class BatchCollector:
                     w.future.set_result(SEND_ONLINE)
                 continue
             for chunk in self._chunks(queued):
+                if self._closing:  # stop_new_requests while earlier chunks were submitted
+                    for _, w in chunk:
+                        _fail(w, ClientClosing("the client is closing: no new requests"))
+                    continue
                 await self._submit(chunk)
 
     def _chunks(self, queued: list[tuple[str, _Waiter]]) -> list[list[tuple[str, _Waiter]]]:
