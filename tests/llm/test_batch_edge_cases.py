@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 from google.genai import types
@@ -19,6 +20,7 @@ from factory.llm import client as client_module
 from factory.llm.batch.base import BatchItem, JobStatus
 from factory.llm.batch.common import check_size
 from factory.llm.batch.google_batch import GoogleBatchAPI
+from factory.llm.batch.ledger import BatchLedger
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import ClientClosing
 from factory.llm.types import LLMRequest, Message
@@ -193,3 +195,28 @@ def test_gemini_item_errors_carry_rpc_codes(monkeypatch: pytest.MonkeyPatch) -> 
         "g": False,
     }
     assert outcomes["c"].error == "HTTP 500: boom c"
+
+
+class CancellingBatchAPI(MemoryBatchAPI):
+    def __init__(self, config: EndpointConfig) -> None:
+        super().__init__(config)
+        self.cancelled: list[str] = []
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+
+async def test_a_job_the_ledger_cannot_record_is_cancelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job submitted but not in the ledger (the database refused the write) would run, be paid,
+    and be paid again by the rerun: it is cancelled, and the callers get the error."""
+    api = install(monkeypatch, CancellingBatchAPI)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise duckdb.IOException("could not write: No space left on device")
+
+    monkeypatch.setattr(BatchLedger, "record_job", refuse)
+    client, store = client_on(tmp_path / "b.duckdb")
+    with pytest.raises(duckdb.IOException):
+        await asyncio.wait_for(client.complete(endpoint(), req(0)), 10)
+    assert api.cancelled == ["job-1"]
+    await close(client, store)

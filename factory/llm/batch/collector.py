@@ -24,6 +24,7 @@ stage by stage without the pipeline knowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +98,7 @@ class BatchCollector:
         self._last_queued = 0.0
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task | None = None
+        self._submissions: set[asyncio.Task] = set()  # submissions on the wire (see _submit_once)
         self._closing = False
         self._started = False
         # figures for progress and tests
@@ -159,6 +161,8 @@ class BatchCollector:
     async def aclose(self) -> None:
         """Stop submitting and polling. Jobs still running stay in the ledger; a rerun collects them."""
         self._closing = True
+        if self._submissions:  # a job the provider may be creating right now goes into the ledger
+            await asyncio.gather(*self._submissions, return_exceptions=True)
         tasks = [t for t in [self._flusher, *(j.task for j in self._jobs.values())] if t is not None]
         for t in tasks:
             t.cancel()
@@ -236,17 +240,7 @@ class BatchCollector:
     async def _submit(self, chunk: list[tuple[str, _Waiter]]) -> None:
         items = [BatchItem(k, w.messages, w.request.params, w.request.output_schema) for k, w in chunk]
         try:
-            job_id = await self._patiently("submit a batch job", lambda: self.api.submit(items))
-            if self.ledger is not None:
-                self.ledger.record_job(
-                    job_id,
-                    self.config.spec,
-                    self.base_url,
-                    [
-                        RequestMeta(k, w.request.stage, w.request.prompt_hash, w.request.slot)
-                        for k, w in chunk
-                    ],
-                )
+            job_id = await self._patiently("submit a batch job", lambda: self._submit_once(items, chunk))
         except BaseException as exc:
             for _, w in chunk:
                 if not w.future.done():
@@ -261,6 +255,35 @@ class BatchCollector:
             self._waiting[k] = w
             self._job_of[k] = job_id
         self._track(_Job(job_id, tuple(k for k, _ in chunk)))
+
+    def _submit_once(self, items: list[BatchItem], chunk: list[tuple[str, _Waiter]]) -> Awaitable[str]:
+        """One submission and its ledger row, as a task of its own: closing the client while it is on
+        the wire does not cancel it (the provider may be creating the job) and `aclose` waits for it,
+        so a job the provider created is in the ledger and a rerun collects it."""
+        task = asyncio.ensure_future(self._create_job(items, chunk))
+        self._submissions.add(task)
+        task.add_done_callback(self._submissions.discard)
+        return asyncio.shield(task)
+
+    async def _create_job(self, items: list[BatchItem], chunk: list[tuple[str, _Waiter]]) -> str:
+        job_id = await self.api.submit(items)
+        if self.ledger is not None:
+            try:
+                self.ledger.record_job(
+                    job_id,
+                    self.config.spec,
+                    self.base_url,
+                    [
+                        RequestMeta(k, w.request.stage, w.request.prompt_hash, w.request.slot)
+                        for k, w in chunk
+                    ],
+                )
+            except BaseException:
+                # a job the ledger does not hold would be paid for again by a rerun: stop it
+                with contextlib.suppress(Exception):
+                    await self.api.cancel(job_id)
+                raise
+        return job_id
 
     # -- polling and results ------------------------------------------------------------
     def _track(self, job: _Job) -> None:
