@@ -217,10 +217,6 @@ class BatchCollector:
                     w.future.set_result(SEND_ONLINE)
                 continue
             for chunk in self._chunks(queued):
-                if self._closing:  # stop_new_requests while earlier chunks were submitted
-                    for _, w in chunk:
-                        _fail(w, ClientClosing("the client is closing: no new requests"))
-                    continue
                 await self._submit(chunk)
 
     def _chunks(self, queued: list[tuple[str, _Waiter]]) -> list[list[tuple[str, _Waiter]]]:
@@ -238,9 +234,23 @@ class BatchCollector:
         return [c for c in chunks if c]
 
     async def _submit(self, chunk: list[tuple[str, _Waiter]]) -> None:
+        if self._closing:  # stop_new_requests while earlier chunks were being submitted
+            for _, w in chunk:
+                _fail(w, ClientClosing("the client is closing: no new requests"))
+            return
         items = [BatchItem(k, w.messages, w.request.params, w.request.output_schema) for k, w in chunk]
         try:
             job_id = await self._patiently("submit a batch job", lambda: self._submit_once(items, chunk))
+        except ValueError as exc:
+            # the adapter's size check, before anything is sent: the estimate of `_chunks` (messages
+            # + 512 bytes a request) fell short of the real lines (schema, parameters): split
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                await self._submit(chunk[:half])
+                await self._submit(chunk[half:])
+                return
+            _fail(chunk[0][1], exc)
+            return
         except BaseException as exc:
             for _, w in chunk:
                 if not w.future.done():
