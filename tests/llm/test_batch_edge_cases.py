@@ -22,7 +22,7 @@ from factory.llm.batch.common import check_size
 from factory.llm.batch.google_batch import GoogleBatchAPI
 from factory.llm.batch.ledger import BatchLedger
 from factory.llm.config import EndpointConfig
-from factory.llm.errors import ClientClosing
+from factory.llm.errors import ClientClosing, FatalProviderError
 from factory.llm.types import LLMRequest, Message
 from tests.llm.test_batch_collector import MemoryBatchAPI, client_on, close, endpoint, req
 
@@ -219,4 +219,55 @@ async def test_a_job_the_ledger_cannot_record_is_cancelled(tmp_path: Path, monke
     with pytest.raises(duckdb.IOException):
         await asyncio.wait_for(client.complete(endpoint(), req(0)), 10)
     assert api.cancelled == ["job-1"]
+    await close(client, store)
+
+
+class ForgetfulBatchAPI(HeldBatchAPI):
+    """Jobs named in `gone` are unknown to the provider (deleted, or another project's)."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        super().__init__(config)
+        self.gone: set[str] = set()
+
+    async def status(self, job_id: str) -> JobStatus:
+        if job_id in self.gone:
+            raise FatalProviderError(
+                "HTTP 404: not found (no such batch)", provider="openai", model="m", status=404
+            )
+        return await super().status(job_id)
+
+
+async def test_a_job_of_an_earlier_run_the_provider_no_longer_has_is_resubmitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job in the ledger that the provider answers 404 for cannot be collected: its requests go
+    into a new job, instead of every rerun stopping on the same error."""
+    api = install(monkeypatch, ForgetfulBatchAPI)
+    db = tmp_path / "b.duckdb"
+    cfg = endpoint()
+    api.hold = {"job-1"}
+    client, store = client_on(db)
+    task = asyncio.ensure_future(client.complete(cfg, req(0)))
+    await wait_for(lambda: len(api.jobs) == 1)
+    await close(client, store)
+    await asyncio.gather(task, return_exceptions=True)
+
+    api.gone = {"job-1"}
+    client, store = client_on(db)
+    answer = await asyncio.wait_for(client.complete(cfg, req(0)), 10)
+    assert answer.text == "answer to q0" and len(api.jobs) == 2
+    assert store.query("SELECT job_id, state FROM batch_jobs ORDER BY submitted_at") == [
+        ("job-1", "failed"),
+        ("job-2", "ended"),
+    ]
+    await close(client, store)
+
+
+async def test_a_fatal_error_polling_a_job_names_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = install(monkeypatch, ForgetfulBatchAPI)
+    api.gone = {"job-1"}  # a job of this run: not resubmitted (the 404 may be the provider's lag)
+    client, store = client_on(tmp_path / "b.duckdb")
+    with pytest.raises(FatalProviderError, match=r"^\[openai:m\] batch job job-1: HTTP 404") as caught:
+        await asyncio.wait_for(client.complete(endpoint(), req(0)), 10)
+    assert caught.value.status == 404 and len(api.jobs) == 1
     await close(client, store)

@@ -316,6 +316,25 @@ class BatchCollector:
                     w.future.exception()
 
     async def _collect(self, job: _Job) -> None:
+        try:
+            status, outcomes = await self._finish(job)
+        except FatalProviderError as exc:
+            if not (job.resumed and exc.status == 404):
+                raise FatalProviderError(
+                    f"batch job {job.job_id}: {str(exc).removeprefix(f'[{exc.provider}:{exc.model}] ')}",
+                    provider=exc.provider or self.config.provider,
+                    model=exc.model or self.config.model,
+                    status=exc.status,
+                ) from exc
+            # a job of an earlier run that the provider no longer has (deleted, expired long ago, or
+            # another project's): nothing of it can be collected, its requests go into a new job
+            status, outcomes = JobStatus("failed", detail=f"not found at the provider: {exc}"), []
+        if self.ledger is not None:
+            self.ledger.set_state(job.job_id, status.state, status.detail)
+        self._deliver(job, outcomes)
+
+    async def _finish(self, job: _Job) -> tuple[JobStatus, list[BatchOutcome]]:
+        """Poll the job until it is finished; its status and outcomes."""
         delay = min(1.0, self.settings.poll_s)
         while True:
             status = await self._patiently(
@@ -333,8 +352,10 @@ class BatchCollector:
             outcomes = await self._patiently(
                 f"read the results of batch job {job.job_id}", lambda: self.api.results(job.job_id)
             )
-        if self.ledger is not None:
-            self.ledger.set_state(job.job_id, status.state, status.detail)
+        return status, outcomes
+
+    def _deliver(self, job: _Job, outcomes: list[BatchOutcome]) -> None:
+        """Each waiter of a finished job gets its answer, its error, a new job or online."""
         by_id = {o.custom_id: o for o in outcomes}
         for key in job.keys:
             mine = self._job_of.get(key) == job.job_id
