@@ -17,12 +17,13 @@ import pytest
 from google.genai import types
 
 from factory.llm import client as client_module
+from factory.llm.batch.anthropic_batch import AnthropicBatchAPI
 from factory.llm.batch.base import BatchItem, JobStatus
 from factory.llm.batch.common import check_size
 from factory.llm.batch.google_batch import GoogleBatchAPI
 from factory.llm.batch.ledger import BatchLedger
 from factory.llm.config import EndpointConfig
-from factory.llm.errors import ClientClosing, FatalProviderError
+from factory.llm.errors import ClientClosing, FatalProviderError, RetryableProviderError
 from factory.llm.types import LLMRequest, Message
 from tests.llm.test_batch_collector import MemoryBatchAPI, client_on, close, endpoint, req
 
@@ -271,3 +272,39 @@ async def test_a_fatal_error_polling_a_job_names_the_job(tmp_path: Path, monkeyp
         await asyncio.wait_for(client.complete(endpoint(), req(0)), 10)
     assert caught.value.status == 404 and len(api.jobs) == 1
     await close(client, store)
+
+
+def test_an_anthropic_results_stream_cut_mid_way_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anthropic's results are a streamed JSONL download; a connection that drops while it is read
+    raises the HTTP library's own error (the SDK maps only the request's): it must come out as
+    RetryableProviderError, so the collector reads the results again instead of failing every
+    request of the job."""
+    httpx2 = pytest.importorskip("httpx2")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    api = AnthropicBatchAPI(EndpointConfig(provider="anthropic", model="claude-fake"))
+
+    class Entry:
+        custom_id = "a" * 32
+
+        class result:  # noqa: N801 - stands in for the SDK's result model
+            @staticmethod
+            def to_dict() -> dict[str, Any]:
+                return {"type": "expired"}
+
+    class Cut:
+        def __aiter__(self) -> Cut:
+            self.n = 0
+            return self
+
+        async def __anext__(self) -> Entry:
+            self.n += 1
+            if self.n > 1:
+                raise httpx2.ReadError("connection reset by peer")
+            return Entry()
+
+    async def results(job_id: str) -> Cut:
+        return Cut()
+
+    monkeypatch.setattr(api.client.messages.batches, "results", results)
+    with pytest.raises(RetryableProviderError, match="connection"):
+        asyncio.run(api.results("msgbatch_1"))
