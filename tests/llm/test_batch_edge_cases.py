@@ -110,14 +110,18 @@ async def test_a_job_created_while_the_client_closes_is_recorded_and_collected(
     assert all(isinstance(r, BaseException) for r in results)
 
     client, store = client_on(db)
-    assert store.query("SELECT job_id FROM batch_jobs") == [("job-1",)], "the created job is not in the ledger"
+    assert store.query("SELECT job_id FROM batch_jobs") == [("job-1",)], (
+        "the created job is not in the ledger"
+    )
     answers = await asyncio.wait_for(asyncio.gather(*(client.complete(cfg, req(i)) for i in range(3))), 10)
     assert [a.text for a in answers] == [f"answer to q{i}" for i in range(3)]
     assert len(api.jobs) == 1 and len(api.submitted) == 3  # nothing paid twice
     await close(client, store)
 
 
-async def test_stop_new_requests_submits_nothing_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stop_new_requests_submits_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Requests still queued when the client stops new requests (a build draining) are not
     submitted: they raise ClientClosing, as online requests not yet sent do."""
     api = install(monkeypatch, MemoryBatchAPI)
@@ -154,7 +158,9 @@ async def test_a_job_over_the_size_limit_is_split_not_failed(
     cfg = endpoint()
 
     def big(i: int) -> LLMRequest:
-        return LLMRequest(messages=[Message(role="user", content=f"q{i} " + "x" * 1000)], stage="label", slot=i)
+        return LLMRequest(
+            messages=[Message(role="user", content=f"q{i} " + "x" * 1000)], stage="label", slot=i
+        )
 
     answers = await asyncio.wait_for(asyncio.gather(*(client.complete(cfg, big(i)) for i in range(12))), 10)
     assert [a.text.split()[2] for a in answers] == [f"q{i}" for i in range(12)]
@@ -207,7 +213,9 @@ class CancellingBatchAPI(MemoryBatchAPI):
         self.cancelled.append(job_id)
 
 
-async def test_a_job_the_ledger_cannot_record_is_cancelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_job_the_ledger_cannot_record_is_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A job submitted but not in the ledger (the database refused the write) would run, be paid,
     and be paid again by the rerun: it is cancelled, and the callers get the error."""
     api = install(monkeypatch, CancellingBatchAPI)
@@ -264,7 +272,9 @@ async def test_a_job_of_an_earlier_run_the_provider_no_longer_has_is_resubmitted
     await close(client, store)
 
 
-async def test_a_fatal_error_polling_a_job_names_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_fatal_error_polling_a_job_names_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = install(monkeypatch, ForgetfulBatchAPI)
     api.gone = {"job-1"}  # a job of this run: not resubmitted (the 404 may be the provider's lag)
     client, store = client_on(tmp_path / "b.duckdb")
