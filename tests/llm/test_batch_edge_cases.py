@@ -318,3 +318,21 @@ def test_an_anthropic_results_stream_cut_mid_way_is_retryable(monkeypatch: pytes
     monkeypatch.setattr(api.client.messages.batches, "results", results)
     with pytest.raises(RetryableProviderError, match="connection"):
         asyncio.run(api.results("msgbatch_1"))
+
+
+async def test_stop_new_requests_during_a_submission_backoff_submits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submission waiting out an unreachable provider does not try again once new requests
+    have stopped."""
+    api = install(monkeypatch, MemoryBatchAPI)
+    api.submit_failures = 1
+    client, store = client_on(tmp_path / "b.duckdb")
+    cfg = endpoint().model_copy(update={"outage_patience_s": 30.0})
+    task = asyncio.ensure_future(client.complete(cfg, req(0)))
+    await wait_for(lambda: api.submit_failures == 0)  # the first attempt failed: backing off
+    client.stop_new_requests()
+    done, _ = await asyncio.wait([task], timeout=3.0)
+    assert not api.jobs, "a job was submitted after stop_new_requests"
+    assert done and isinstance(task.exception(), ClientClosing)
+    await close(client, store)

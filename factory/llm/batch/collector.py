@@ -270,6 +270,8 @@ class BatchCollector:
         """One submission and its ledger row, as a task of its own: closing the client while it is on
         the wire does not cancel it (the provider may be creating the job) and `aclose` waits for it,
         so a job the provider created is in the ledger and a rerun collects it."""
+        if self._closing:  # stop_new_requests while this submission waited out an unreachable provider
+            raise ClientClosing("the client is closing: no new requests")
         task = asyncio.ensure_future(self._create_job(items, chunk))
         self._submissions.add(task)
         task.add_done_callback(self._submissions.discard)
