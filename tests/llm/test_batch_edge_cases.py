@@ -25,7 +25,7 @@ from factory.llm.batch.ledger import BatchLedger
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import ClientClosing, FatalProviderError, RetryableProviderError
 from factory.llm.types import LLMRequest, Message
-from tests.llm.test_batch_collector import MemoryBatchAPI, client_on, close, endpoint, req
+from tests.llm.test_batch_collector import MemoryBatchAPI, OnlineDouble, client_on, close, endpoint, req
 
 
 def install(monkeypatch: pytest.MonkeyPatch, cls: type[MemoryBatchAPI]) -> MemoryBatchAPI:
@@ -335,4 +335,27 @@ async def test_stop_new_requests_during_a_submission_backoff_submits_nothing(
     done, _ = await asyncio.wait([task], timeout=3.0)
     assert not api.jobs, "a job was submitted after stop_new_requests"
     assert done and isinstance(task.exception(), ClientClosing)
+    await close(client, store)
+
+
+async def test_requests_on_the_wire_counts_online_sends(tmp_path: Path) -> None:
+    """The build's drain waits only when requests are on the wire (batch waiters are not: their
+    jobs run on at the provider). The count went down for every answer and never up, so it was
+    negative after the first online answer and the drain always waited out its grace period."""
+    client, store = client_on(tmp_path / "b.duckdb")
+    cfg = EndpointConfig(provider="openai", model="m", base_url="http://127.0.0.1:9/v1")
+    release = asyncio.Event()
+
+    class Gated(OnlineDouble):
+        async def send(self, messages: Any, params: Any, schema: Any) -> Any:
+            await release.wait()
+            return await super().send(messages, params, schema)
+
+    client.endpoint(cfg).provider = Gated()  # type: ignore[assignment]
+    task = asyncio.ensure_future(client.complete(cfg, req(0)))
+    await wait_for(lambda: client.requests_on_the_wire() != 0)
+    assert client.requests_on_the_wire() == 1
+    release.set()
+    await task
+    assert client.requests_on_the_wire() == 0
     await close(client, store)
