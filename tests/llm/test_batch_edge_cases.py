@@ -359,3 +359,26 @@ async def test_requests_on_the_wire_counts_online_sends(tmp_path: Path) -> None:
     await task
     assert client.requests_on_the_wire() == 0
     await close(client, store)
+
+
+class TwoPerJobAPI(MemoryBatchAPI):
+    max_requests = 2
+
+
+async def test_closing_while_the_first_of_several_jobs_is_submitted_leaves_no_caller_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue is split into two jobs; the client closes while the first submission waits out
+    an unreachable provider: the callers of the second (never submitted) must get an error too,
+    not wait forever."""
+    api = install(monkeypatch, TwoPerJobAPI)
+    api.submit_failures = 1
+    client, store = client_on(tmp_path / "b.duckdb")
+    cfg = endpoint().model_copy(update={"outage_patience_s": 30.0})
+    tasks = [asyncio.ensure_future(client.complete(cfg, req(i))) for i in range(4)]
+    await wait_for(lambda: api.submit_failures == 0)  # the first job's submission is backing off
+    await close(client, store)
+    done, pending = await asyncio.wait(tasks, timeout=3.0)
+    assert not pending, f"{len(pending)} caller(s) left waiting"
+    assert not api.jobs
+    assert all(isinstance(t.exception(), ClientClosing) for t in done)

@@ -216,8 +216,16 @@ class BatchCollector:
                     self.sent_online += 1
                     w.future.set_result(SEND_ONLINE)
                 continue
-            for chunk in self._chunks(queued):
-                await self._submit(chunk)
+            chunks = self._chunks(queued)
+            try:
+                for chunk in chunks:
+                    await self._submit(chunk)
+            except asyncio.CancelledError:  # aclose: the callers of chunks not submitted get an error too
+                for chunk in chunks:
+                    for k, w in chunk:
+                        if self._waiting.get(k) is not w:
+                            _fail(w, ClientClosing("the client is closing: batch requests are kept"))
+                raise
 
     def _chunks(self, queued: list[tuple[str, _Waiter]]) -> list[list[tuple[str, _Waiter]]]:
         """Split into jobs within the provider's request-count and size limits."""
@@ -252,11 +260,12 @@ class BatchCollector:
             _fail(chunk[0][1], exc)
             return
         except BaseException as exc:
-            for _, w in chunk:
-                if not w.future.done():
-                    w.future.set_exception(exc)
-                    w.future.exception()
-            if isinstance(exc, asyncio.CancelledError):
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            for _, w in chunk:  # cancelled: the client is closing (aclose)
+                _fail(
+                    w, ClientClosing("the client is closing: batch requests are kept") if cancelled else exc
+                )
+            if cancelled:
                 raise
             return
         self.jobs_submitted += 1
