@@ -382,3 +382,23 @@ async def test_closing_while_the_first_of_several_jobs_is_submitted_leaves_no_ca
     assert not pending, f"{len(pending)} caller(s) left waiting"
     assert not api.jobs
     assert all(isinstance(t.exception(), ClientClosing) for t in done)
+
+
+async def test_a_ledger_that_cannot_be_read_fails_every_request_none_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector reads the open jobs at its first request; when that fails, that request gets
+    the error, and so must every later one (not queue forever with no flusher, nor be submitted
+    while an open job may hold it)."""
+    api = install(monkeypatch, MemoryBatchAPI)
+
+    def broken(*args: Any, **kwargs: Any) -> list[Any]:
+        raise duckdb.IOException("could not read the database file")
+
+    monkeypatch.setattr(BatchLedger, "open_jobs", broken)
+    client, store = client_on(tmp_path / "b.duckdb")
+    for i in range(2):
+        with pytest.raises(duckdb.IOException):
+            await asyncio.wait_for(client.complete(endpoint(), req(i)), 3)
+    assert not api.jobs
+    await close(client, store)

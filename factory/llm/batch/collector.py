@@ -101,6 +101,7 @@ class BatchCollector:
         self._submissions: set[asyncio.Task] = set()  # submissions on the wire (see _submit_once)
         self._closing = False
         self._started = False
+        self._start_error: Exception | None = None  # the open jobs could not be read
         # figures for progress and tests
         self.jobs_submitted = 0
         self.requests_submitted = 0
@@ -177,18 +178,24 @@ class BatchCollector:
     # -- start: resume the jobs of earlier runs ----------------------------------------------
     def _start(self) -> None:
         if self._started:
+            if self._start_error is not None:  # without the ledger, a request may be in an open job
+                raise self._start_error
             return
         self._started = True
         self._wake = asyncio.Event()
         if self.ledger is not None:
-            for rec in self.ledger.open_jobs(self.config.spec, self.base_url):
-                if all(self.in_cache(k) for k in rec.keys):
-                    self.ledger.set_state(rec.job_id, "collected")
-                    continue
-                job = _Job(rec.job_id, rec.keys, resumed=True)
-                for k in rec.keys:
-                    self._job_of[k] = rec.job_id
-                self._track(job)
+            try:
+                for rec in self.ledger.open_jobs(self.config.spec, self.base_url):
+                    if all(self.in_cache(k) for k in rec.keys):
+                        self.ledger.set_state(rec.job_id, "collected")
+                        continue
+                    job = _Job(rec.job_id, rec.keys, resumed=True)
+                    for k in rec.keys:
+                        self._job_of[k] = rec.job_id
+                    self._track(job)
+            except Exception as exc:
+                self._start_error = exc
+                raise
         self._flusher = asyncio.ensure_future(self._flush_loop())
 
     # -- submission ----------------------------------------------------------------------
