@@ -13,7 +13,8 @@ stage by stage without the pipeline knowing.
   the provider returns the id, before the job is polled.
 - Resume: jobs of earlier runs whose answers are not all in the cache are polled again (never
   resubmitted); a request held by such a job waits for it; answers nobody asked for yet are kept
-  until asked.
+  until asked. A resumed job the provider answers 404 for (deleted, or another project's) counts
+  as failed.
 - Failures: requests of an expired, cancelled or failed job and retryable item errors go into a
   new job, at most `max_resubmits` times, then online; a request the provider rejected (HTTP 4xx)
   raises FatalProviderError as it would online. A submission or poll that cannot reach the provider
