@@ -345,6 +345,7 @@ class LLMClient:
                 if self._closing:
                     raise ClientClosing("the client is closing: no new requests")
                 await ep.limiter.acquire(estimate)
+                self._on_wire += 1
                 try:
                     completion, headers = await ep.provider.send(
                         messages, request.params, request.output_schema

@@ -84,6 +84,12 @@ class AnthropicBatchAPI(ProviderBatchAPI):
                     outcomes.append(outcome)
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             raise self._error(exc) from exc
+        except Exception as exc:
+            # the results are streamed: a connection that breaks while they are read raises the
+            # HTTP library's own error, which the SDK does not map (a connection error, retried)
+            if not type(exc).__module__.startswith(("httpx", "aiohttp", "anyio")):
+                raise
+            raise self._error(exc) from exc
         return outcomes
 
     def _outcome(self, custom_id: str, result: dict[str, Any]) -> BatchOutcome | None:

@@ -13,7 +13,8 @@ stage by stage without the pipeline knowing.
   the provider returns the id, before the job is polled.
 - Resume: jobs of earlier runs whose answers are not all in the cache are polled again (never
   resubmitted); a request held by such a job waits for it; answers nobody asked for yet are kept
-  until asked.
+  until asked. A resumed job the provider answers 404 for (deleted, or another project's) counts
+  as failed.
 - Failures: requests of an expired, cancelled or failed job and retryable item errors go into a
   new job, at most `max_resubmits` times, then online; a request the provider rejected (HTTP 4xx)
   raises FatalProviderError as it would online. A submission or poll that cannot reach the provider
@@ -24,6 +25,7 @@ stage by stage without the pipeline knowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +49,12 @@ class SendOnline:
 
 
 SEND_ONLINE = SendOnline()
+
+
+def _fail(waiter: _Waiter, exc: BaseException) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(exc)
+        waiter.future.exception()  # retrieved: the caller may be gone
 
 
 @dataclass
@@ -91,8 +99,10 @@ class BatchCollector:
         self._last_queued = 0.0
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task | None = None
+        self._submissions: set[asyncio.Task] = set()  # submissions on the wire (see _submit_once)
         self._closing = False
         self._started = False
+        self._start_error: Exception | None = None  # the open jobs could not be read
         # figures for progress and tests
         self.jobs_submitted = 0
         self.requests_submitted = 0
@@ -118,6 +128,9 @@ class BatchCollector:
         return await asyncio.shield(waiter.future)
 
     def _enqueue(self, key: str, waiter: _Waiter) -> None:
+        if self._closing:  # a resubmission after stop_new_requests
+            _fail(waiter, ClientClosing("the client is closing: no new requests"))
+            return
         now = time.monotonic()
         if not self._queue:
             self._first_queued = now
@@ -139,11 +152,19 @@ class BatchCollector:
         )
 
     def stop_new_requests(self) -> None:
+        """Nothing more is submitted: queued requests raise ClientClosing (as online requests not
+        yet sent do); jobs already submitted keep running, and a rerun collects them."""
         self._closing = True
+        queued = list(self._queue.values())
+        self._queue.clear()
+        for w in queued:
+            _fail(w, ClientClosing("the client is closing: no new requests"))
 
     async def aclose(self) -> None:
         """Stop submitting and polling. Jobs still running stay in the ledger; a rerun collects them."""
         self._closing = True
+        if self._submissions:  # a job the provider may be creating right now goes into the ledger
+            await asyncio.gather(*self._submissions, return_exceptions=True)
         tasks = [t for t in [self._flusher, *(j.task for j in self._jobs.values())] if t is not None]
         for t in tasks:
             t.cancel()
@@ -158,18 +179,24 @@ class BatchCollector:
     # -- start: resume the jobs of earlier runs ----------------------------------------------
     def _start(self) -> None:
         if self._started:
+            if self._start_error is not None:  # without the ledger, a request may be in an open job
+                raise self._start_error
             return
         self._started = True
         self._wake = asyncio.Event()
         if self.ledger is not None:
-            for rec in self.ledger.open_jobs(self.config.spec, self.base_url):
-                if all(self.in_cache(k) for k in rec.keys):
-                    self.ledger.set_state(rec.job_id, "collected")
-                    continue
-                job = _Job(rec.job_id, rec.keys, resumed=True)
-                for k in rec.keys:
-                    self._job_of[k] = rec.job_id
-                self._track(job)
+            try:
+                for rec in self.ledger.open_jobs(self.config.spec, self.base_url):
+                    if all(self.in_cache(k) for k in rec.keys):
+                        self.ledger.set_state(rec.job_id, "collected")
+                        continue
+                    job = _Job(rec.job_id, rec.keys, resumed=True)
+                    for k in rec.keys:
+                        self._job_of[k] = rec.job_id
+                    self._track(job)
+            except Exception as exc:
+                self._start_error = exc
+                raise
         self._flusher = asyncio.ensure_future(self._flush_loop())
 
     # -- submission ----------------------------------------------------------------------
@@ -188,6 +215,8 @@ class BatchCollector:
                 await asyncio.sleep(min(wait, 0.25))
             if not self._queue:
                 continue
+            if self._closing:
+                break
             queued = list(self._queue.items())
             self._queue.clear()
             if len(queued) < self.settings.online_below:
@@ -195,8 +224,16 @@ class BatchCollector:
                     self.sent_online += 1
                     w.future.set_result(SEND_ONLINE)
                 continue
-            for chunk in self._chunks(queued):
-                await self._submit(chunk)
+            chunks = self._chunks(queued)
+            try:
+                for chunk in chunks:
+                    await self._submit(chunk)
+            except asyncio.CancelledError:  # aclose: the callers of chunks not submitted get an error too
+                for chunk in chunks:
+                    for k, w in chunk:
+                        if self._waiting.get(k) is not w:
+                            _fail(w, ClientClosing("the client is closing: batch requests are kept"))
+                raise
 
     def _chunks(self, queued: list[tuple[str, _Waiter]]) -> list[list[tuple[str, _Waiter]]]:
         """Split into jobs within the provider's request-count and size limits."""
@@ -213,10 +250,54 @@ class BatchCollector:
         return [c for c in chunks if c]
 
     async def _submit(self, chunk: list[tuple[str, _Waiter]]) -> None:
+        if self._closing:  # stop_new_requests while earlier chunks were being submitted
+            for _, w in chunk:
+                _fail(w, ClientClosing("the client is closing: no new requests"))
+            return
         items = [BatchItem(k, w.messages, w.request.params, w.request.output_schema) for k, w in chunk]
         try:
-            job_id = await self._patiently("submit a batch job", lambda: self.api.submit(items))
-            if self.ledger is not None:
+            job_id = await self._patiently("submit a batch job", lambda: self._submit_once(items, chunk))
+        except ValueError as exc:
+            # the adapter's size check, before anything is sent: the estimate of `_chunks` (messages
+            # + 512 bytes a request) fell short of the real lines (schema, parameters): split
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                await self._submit(chunk[:half])
+                await self._submit(chunk[half:])
+                return
+            _fail(chunk[0][1], exc)
+            return
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            for _, w in chunk:  # cancelled: the client is closing (aclose)
+                _fail(
+                    w, ClientClosing("the client is closing: batch requests are kept") if cancelled else exc
+                )
+            if cancelled:
+                raise
+            return
+        self.jobs_submitted += 1
+        self.requests_submitted += len(chunk)
+        for k, w in chunk:
+            self._waiting[k] = w
+            self._job_of[k] = job_id
+        self._track(_Job(job_id, tuple(k for k, _ in chunk)))
+
+    def _submit_once(self, items: list[BatchItem], chunk: list[tuple[str, _Waiter]]) -> Awaitable[str]:
+        """One submission and its ledger row, as a task of its own: closing the client while it is on
+        the wire does not cancel it (the provider may be creating the job) and `aclose` waits for it,
+        so a job the provider created is in the ledger and a rerun collects it."""
+        if self._closing:  # stop_new_requests while this submission waited out an unreachable provider
+            raise ClientClosing("the client is closing: no new requests")
+        task = asyncio.ensure_future(self._create_job(items, chunk))
+        self._submissions.add(task)
+        task.add_done_callback(self._submissions.discard)
+        return asyncio.shield(task)
+
+    async def _create_job(self, items: list[BatchItem], chunk: list[tuple[str, _Waiter]]) -> str:
+        job_id = await self.api.submit(items)
+        if self.ledger is not None:
+            try:
                 self.ledger.record_job(
                     job_id,
                     self.config.spec,
@@ -226,20 +307,12 @@ class BatchCollector:
                         for k, w in chunk
                     ],
                 )
-        except BaseException as exc:
-            for _, w in chunk:
-                if not w.future.done():
-                    w.future.set_exception(exc)
-                    w.future.exception()
-            if isinstance(exc, asyncio.CancelledError):
+            except BaseException:
+                # a job the ledger does not hold would be paid for again by a rerun: stop it
+                with contextlib.suppress(Exception):
+                    await self.api.cancel(job_id)
                 raise
-            return
-        self.jobs_submitted += 1
-        self.requests_submitted += len(chunk)
-        for k, w in chunk:
-            self._waiting[k] = w
-            self._job_of[k] = job_id
-        self._track(_Job(job_id, tuple(k for k, _ in chunk)))
+        return job_id
 
     # -- polling and results ------------------------------------------------------------
     def _track(self, job: _Job) -> None:
@@ -253,14 +326,34 @@ class BatchCollector:
             raise
         except BaseException as exc:  # the provider could not be reached, or refused the job
             for k in job.keys:
-                if self._job_of.get(k) == job.job_id:
-                    del self._job_of[k]
+                if self._job_of.get(k) != job.job_id:
+                    continue  # another open job holds the request (a resubmission): it waits for that one
+                del self._job_of[k]
                 w = self._waiting.pop(k, None)
                 if w is not None and not w.future.done():
                     w.future.set_exception(exc)
                     w.future.exception()
 
     async def _collect(self, job: _Job) -> None:
+        try:
+            status, outcomes = await self._finish(job)
+        except FatalProviderError as exc:
+            if not (job.resumed and exc.status == 404):
+                raise FatalProviderError(
+                    f"batch job {job.job_id}: {str(exc).removeprefix(f'[{exc.provider}:{exc.model}] ')}",
+                    provider=exc.provider or self.config.provider,
+                    model=exc.model or self.config.model,
+                    status=exc.status,
+                ) from exc
+            # a job of an earlier run that the provider no longer has (deleted, expired long ago, or
+            # another project's): nothing of it can be collected, its requests go into a new job
+            status, outcomes = JobStatus("failed", detail=f"not found at the provider: {exc}"), []
+        if self.ledger is not None:
+            self.ledger.set_state(job.job_id, status.state, status.detail)
+        self._deliver(job, outcomes)
+
+    async def _finish(self, job: _Job) -> tuple[JobStatus, list[BatchOutcome]]:
+        """Poll the job until it is finished; its status and outcomes."""
         delay = min(1.0, self.settings.poll_s)
         while True:
             status = await self._patiently(
@@ -278,14 +371,20 @@ class BatchCollector:
             outcomes = await self._patiently(
                 f"read the results of batch job {job.job_id}", lambda: self.api.results(job.job_id)
             )
-        if self.ledger is not None:
-            self.ledger.set_state(job.job_id, status.state, status.detail)
+        return status, outcomes
+
+    def _deliver(self, job: _Job, outcomes: list[BatchOutcome]) -> None:
+        """Each waiter of a finished job gets its answer, its error, a new job or online."""
         by_id = {o.custom_id: o for o in outcomes}
         for key in job.keys:
-            if self._job_of.get(key) == job.job_id:
+            mine = self._job_of.get(key) == job.job_id
+            if mine:
                 del self._job_of[key]
-            waiter = self._waiting.pop(key, None)
             outcome = by_id.get(key)
+            answered = outcome is not None and outcome.completion is not None
+            if not mine and not answered:
+                continue  # another open job holds the request (a resubmission): it waits for that one
+            waiter = self._waiting.pop(key, None)
             if outcome is not None and outcome.completion is not None:
                 answer = outcome.completion.model_copy(update={"batch_job": job.job_id})
                 if waiter is not None:

@@ -32,6 +32,35 @@ _STATE: dict[str, JobState] = {
     "JOB_STATE_EXPIRED": "expired",
 }  # any other state (pending, queued, running, cancelling, paused, updating): running
 
+# An inlined response's error is a google.rpc.Status, whose code is a google.rpc.Code (gRPC), not an
+# HTTP status: the HTTP status of each (https://cloud.google.com/apis/design/errors), so that an
+# overload or internal error is resent and an invalid request is not. Codes of 100 and up are taken
+# as HTTP statuses already.
+_RPC_HTTP = {
+    1: 499,  # CANCELLED
+    2: 500,  # UNKNOWN
+    3: 400,  # INVALID_ARGUMENT
+    4: 504,  # DEADLINE_EXCEEDED
+    5: 404,  # NOT_FOUND
+    6: 409,  # ALREADY_EXISTS
+    7: 403,  # PERMISSION_DENIED
+    8: 429,  # RESOURCE_EXHAUSTED
+    9: 400,  # FAILED_PRECONDITION
+    10: 409,  # ABORTED
+    11: 400,  # OUT_OF_RANGE
+    12: 501,  # UNIMPLEMENTED
+    13: 500,  # INTERNAL
+    14: 503,  # UNAVAILABLE
+    15: 500,  # DATA_LOSS
+    16: 401,  # UNAUTHENTICATED
+}
+
+
+def _http_status(code: int | None) -> int | None:
+    if code is None or code >= 100:
+        return code
+    return _RPC_HTTP.get(code)
+
 
 class GoogleBatchAPI(ProviderBatchAPI):
     name = "google"
@@ -116,7 +145,7 @@ class GoogleBatchAPI(ProviderBatchAPI):
             if not key:
                 continue  # a response that cannot be matched to its request
             if r.error is not None:
-                outcomes.append(item_error(key, r.error.code, str(r.error.message or r.error)))
+                outcomes.append(item_error(key, _http_status(r.error.code), str(r.error.message or r.error)))
             elif r.response is not None:
                 outcomes.append(parsed(key, self.provider.parse_response, r.response))
         return outcomes
