@@ -93,6 +93,21 @@ def check_executor(executor: str, endpoints: dict[str, EndpointConfig]) -> None:
         )
 
 
+def _open_batch_jobs_of_online_stages(store: Store, endpoints: dict[str, EndpointConfig]) -> int:
+    """Batch jobs of earlier runs, not collected yet, for a model this run calls online."""
+    online = sorted({ep.spec for ep in endpoints.values() if ep.batch is None})
+    if not online or not store.query(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = 'batch_jobs'"
+    ):
+        return 0
+    marks = ", ".join("?" for _ in online)
+    return int(
+        store.query(
+            f"SELECT count(*) FROM batch_jobs WHERE state <> 'collected' AND endpoint IN ({marks})", online
+        )[0][0]
+    )
+
+
 def _record_run(
     store: Store, run_id: str, seed: int, n: int, recipe: Recipe, endpoints: dict, fp: dict
 ) -> None:
@@ -205,6 +220,13 @@ async def build(
     window = slot_window(endpoints, n, runner.workers, recipe.batch.window)
     max_slots = committer.cursor + int(max(0, n - committer.accepted) * recipe.oversample_cap) + 50
     display = Progress(ctx, committer, n, enabled=progress and not already_done, extra=runner.status_line)
+    left_open = _open_batch_jobs_of_online_stages(store, endpoints)
+    if left_open:
+        display.console.print(
+            f"warning: {left_open} batch job(s) of an earlier --mode batch run are still open for "
+            f"{', '.join(sorted({ep.spec for ep in endpoints.values() if ep.batch is None}))}; this online "
+            f"run pays again for the requests they hold. Rerun with --mode batch to collect them instead."
+        )
     last_beat = 0.0
 
     def heartbeat(state: str = "running", force: bool = False) -> None:

@@ -196,3 +196,29 @@ def test_batch_mode_is_refused_on_the_ray_executor(tmp_path: Path, recipe: Path)
     res = run_factory(cmd, cli_env("http://127.0.0.1:9", tmp=tmp_path), tmp_path)
     assert res.returncode == 2 and "runs on the local executor" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_an_online_rerun_warns_about_open_batch_jobs(tmp_path: Path, recipe: Path) -> None:
+    db = tmp_path / "switch.duckdb"
+    cmd = build_cmd(db, recipe, 6) + ["--model", "openai:fake-model"]
+    with fake_server(batch_delay_s=60.0) as srv:
+        env = provider_env("openai", srv.url, tmp_path)
+        proc = subprocess.Popen(
+            cmd + ["--mode", "batch"],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while srv.stats().get("batch_jobs", 0) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+        finally:
+            proc.kill()
+            proc.wait()
+        res = check_ok(run_factory(cmd + ["--mode", "online"], env, tmp_path))
+    assert "1 batch job(s) of an earlier --mode batch run are still open" in " ".join(res.stderr.split())
+    assert len(samples(db)) == 6
