@@ -164,7 +164,9 @@ async def build(
             slot_cost_guess = est["total"]["cost_usd"] / est["slots"]
     # a resumed build has paid for earlier runs too: the ledger has every paid call
     spent_before = float(store.query("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls")[0][0])
-    finished_slots: list[int] = []  # slots of this run that came back (for the mean cost per slot)
+    # slots of this run that came back and what they cost (for the mean cost per slot): a sum and
+    # a count, not a list, so that memory does not grow with the build
+    finished_count, finished_cost = 0, 0.0
     over_budget = False  # the next slot would pass the budget: none starts until the estimate allows
     already_done = committer.done
     start = time.monotonic()
@@ -213,9 +215,8 @@ async def build(
                     if budget is not None:
                         # spent, plus what the slots in flight will still spend (the mean cost of a
                         # finished slot of this run, less what each has spent so far) and the next slot
-                        paid = client.slot_cost
-                        done = [paid.get(s, 0.0) for s in finished_slots]
-                        per_slot = sum(done) / len(done) if len(done) >= 3 else slot_cost_guess
+                        paid = client.slot_cost  # slots in flight only: finished ones are taken out
+                        per_slot = finished_cost / finished_count if finished_count >= 3 else slot_cost_guess
                         pending = sum(max(0.0, per_slot - paid.get(s, 0.0)) for s in in_flight)
                         spent_now = spent_before + client.accounting.total().cost_usd
                         if spent_now + pending + per_slot > budget:
@@ -254,10 +255,12 @@ async def build(
                             raise client.journal_error from None
                         raise
                     del in_flight[result.slot]
-                    finished_slots.append(result.slot)
+                    finished_count += 1
+                    finished_cost += client.take_slot_cost(result.slot)
                     if result.transient is not None:
                         _retry_later(result, transient_tries, retry_queue)
                     else:
+                        transient_tries.pop(result.slot, None)
                         committer.offer(result)
                 store.maybe_flush()
                 display.update()

@@ -280,3 +280,42 @@ def test_a_hit_read_from_duckdb_does_not_block_the_next_flush(stores, tmp_path):
     store.add("filter_log", {"slot": 1, "stage": "s", "reason": "r", "detail": "", "dropped": True})
     store.flush()
     assert store.query("SELECT count(*) FROM llm_calls")[0][0] == 2
+
+
+def test_key_filter_has_no_false_negatives_and_few_false_positives():
+    from factory.llm.cache import KeyFilter
+
+    keys = [request_key("openai", "m", request(f"q{i}")) for i in range(2000)]
+    f = KeyFilter(bits=16)  # small on purpose: false positives show up
+    for k in keys[:1000]:
+        f.add(k)
+    f.add("not a hex digest")  # any string works
+    assert all(k in f for k in keys[:1000]) and "not a hex digest" in f
+    assert sum(k in f for k in keys[1000:]) < 50
+
+
+def test_membership_survives_reopening_and_asks_duckdb_on_a_filter_hit(stores, tmp_path):
+    db = tmp_path / "m.duckdb"
+    store = Store(db)
+    raw = RawCompletion(
+        text="{}", finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1), model="m"
+    )
+    store.cache.put(
+        "k" * 32,
+        provider="p",
+        model="m",
+        stage="s",
+        prompt_hash="h",
+        request_json="[]",
+        completion=raw,
+        cost_usd=0.0,
+        latency_s=0.0,
+    )
+    assert "k" * 32 in store.cache  # pending
+    store.close()
+    store = Store(db)
+    cache = store.cache
+    assert "k" * 32 in cache and cache.get("k" * 32) is not None
+    cache._keys.add("a" * 32)  # a false positive of the filter: DuckDB settles it
+    assert "a" * 32 not in cache and cache.get("a" * 32) is None
+    store.close()
