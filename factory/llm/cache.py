@@ -211,6 +211,8 @@ class RequestCache:
                 for (key,) in rows:
                     self._keys.add(key)
         self._pending: dict[str, dict[str, Any]] = {}
+        # entries handed to a write running in the background (detach): still answered from here
+        self._flushing: dict[str, dict[str, Any]] = {}
         try:
             self._fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -227,7 +229,7 @@ class RequestCache:
         return len(self._pending)
 
     def __contains__(self, key: str) -> bool:
-        if key in self._pending:
+        if key in self._pending or key in self._flushing:
             return True
         if key not in self._keys:
             return False
@@ -235,7 +237,7 @@ class RequestCache:
             return bool(self.con.execute("SELECT 1 FROM llm_calls WHERE key = ?", [key]).fetchall())
 
     def get(self, key: str) -> RawCompletion | None:
-        row = self._pending.get(key)
+        row = self._pending.get(key) or self._flushing.get(key)
         if row is None:
             if key not in self._keys:
                 self.misses += 1
@@ -331,6 +333,60 @@ class RequestCache:
         self._pending.clear()
         os.ftruncate(self._fd, 0)
         self._flushed = False
+
+    # -- writes in the background (Store.flush_in_background) ---------------------------------
+    def detach(self) -> tuple[list[dict[str, Any]], int]:
+        """Hand the pending entries to a write that runs elsewhere: returns them and the journal's
+        length, which covers every one of them. They are still answered from memory until
+        `attached(length)` (committed: the journal loses that prefix) or `reattach()` (failed)."""
+        assert not self._flushing, "one background write at a time"
+        self._flushing, self._pending = self._pending, {}
+        return list(self._flushing.values()), os.fstat(self._fd).st_size
+
+    def write_detached(self, rows: list[dict[str, Any]]) -> None:
+        """Insert detached entries (in the caller's transaction; any thread, under the lock)."""
+        self._insert(rows)
+
+    def attached(self, journal_length: int) -> None:
+        """The detached entries are committed: index their keys, cut them out of the journal."""
+        for key in self._flushing:
+            self._keys.add(key)
+        self._flushing = {}
+        self._cut_journal(journal_length)
+
+    def reattach(self) -> None:
+        """The background write failed: the detached entries are pending again (the journal still
+        holds them)."""
+        self._pending = {**self._flushing, **self._pending}
+        self._flushing = {}
+
+    def _cut_journal(self, length: int) -> None:
+        """Drop the journal's first `length` bytes (entries now in DuckDB), keeping what was
+        appended since: the rest is copied to a new file that replaces the journal atomically, so
+        a crash at any point leaves every uncommitted entry in a journal (a committed one replayed
+        again is ignored). If the copy cannot be written, the journal stays whole."""
+        if os.fstat(self._fd).st_size <= length:
+            os.ftruncate(self._fd, 0)
+            return
+        path = self.journal_path
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(length)
+                rest = fh.read()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.write(fd, rest) != len(rest):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: kept whole (%s); its committed entries are skipped on replay", path, exc)
+            return
+        new_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.close(self._fd)
+        self._fd = new_fd
 
     def close(self, flush: bool = True) -> None:
         """Flush pending entries and close the journal. flush=False when the database cannot be

@@ -262,7 +262,7 @@ async def build(
                     else:
                         transient_tries.pop(result.slot, None)
                         committer.offer(result)
-                store.maybe_flush()
+                store.flush_in_background()  # the loop goes on while DuckDB writes
                 display.update()
                 heartbeat()
     except OSError as exc:  # a journal write (an answer on its way to the store) found the disk full
