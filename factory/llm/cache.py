@@ -118,26 +118,38 @@ class KeyFilter:
     PROBES = 4
 
     def __init__(self, bits: int = 26) -> None:
+        assert self.PROBES * bits <= 128
+        self._width = bits
         self._mask = (1 << bits) - 1
         self._bits = bytearray(1 << (bits - 3))
 
-    def _positions(self, key: str) -> list[int]:
+    def _hash(self, key: str) -> int:
+        """128 bits: the key's own (a hex digest), else a blake2b of it; probe i takes bits
+        [i * width, (i + 1) * width) of it."""
         try:
-            h1, h2 = int(key[:16], 16), int(key[16:32], 16) | 1
+            return int(key[:32], 16) if len(key) >= 32 else self._digest(key)
         except ValueError:
-            digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
-            h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
-        mask = self._mask
-        return [(h1 + i * h2) & mask for i in range(self.PROBES)]
+            return self._digest(key)
+
+    @staticmethod
+    def _digest(key: str) -> int:
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest(), "big")
 
     def add(self, key: str) -> None:
-        bits = self._bits
-        for p in self._positions(key):
+        h, bits, width, mask = self._hash(key), self._bits, self._width, self._mask
+        for _ in range(self.PROBES):
+            p = h & mask
             bits[p >> 3] |= 1 << (p & 7)
+            h >>= width
 
     def __contains__(self, key: str) -> bool:
-        bits = self._bits
-        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+        h, bits, width, mask = self._hash(key), self._bits, self._width, self._mask
+        for _ in range(self.PROBES):
+            p = h & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+            h >>= width
+        return True
 
 
 def check_journal_path(path: Path) -> None:
