@@ -155,10 +155,18 @@ def steady_rate(done: list[float]) -> float:
 IMPLS = ("raw aiohttp", "plain AsyncOpenAI", "factory LLMClient", "factory LLMClient + DuckDB cache")
 
 
-def run_scenario(name: str, latency: float, rate_limit: float, concurrency: int, n: int, loop) -> list[dict]:  # noqa: ANN001
+def run_scenario(
+    name: str,
+    latency: float,
+    rate_limit: float,
+    concurrency: int,
+    n: int,
+    loop: asyncio.AbstractEventLoop,
+    impls: tuple[str, ...] = IMPLS,
+) -> list[dict]:
     limit = min(concurrency / latency if latency else float("inf"), rate_limit or float("inf"))
     rows = []
-    for impl in IMPLS:
+    for impl in impls:
         with FakeServerProcess(latency=latency, rate_limit=rate_limit) as srv:
             if impl == "plain AsyncOpenAI":
                 res = loop.run_until_complete(plain_sdk(srv.url, n, concurrency))
@@ -208,19 +216,21 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    if args.impl:
-        global IMPLS
-        IMPLS = tuple(args.impl)
+    impls = tuple(args.impl or IMPLS)
     scale = 0.3 if args.quick else 1.0
     results = []
     if args.only in (None, "ceiling"):
-        results += run_scenario("c=100, zero latency (ceiling)", 0.0, 0.0, 100, int(6000 * scale), loop)
+        results += run_scenario(
+            "c=100, zero latency (ceiling)", 0.0, 0.0, 100, int(6000 * scale), loop, impls
+        )
     if args.only in (None, "latency"):
         results += run_scenario(
             "c=100, 0.5 s latency, 200 rps limit", 0.5, 200.0, 100, int(2000 * scale), loop
         )
     if args.only in (None, "rate"):
-        results += run_scenario("c=256, 1 s latency, 200 rps limit", 1.0, 200.0, 256, int(3000 * scale), loop)
+        results += run_scenario(
+            "c=256, 1 s latency, 200 rps limit", 1.0, 200.0, 256, int(3000 * scale), loop, impls
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": round(peak_mb, 1)}))
     if args.out:

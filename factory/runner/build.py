@@ -175,11 +175,20 @@ async def build(
     display = Progress(ctx, committer, n, enabled=progress and not already_done)
     last_beat = 0.0
 
+    # The heartbeat shows what the store holds: (accepted, slots) as of the last committed write.
+    # Writes run in the background (Store.flush_in_background), so the committer can be ahead.
+    stored = (committer.accepted, committer.cursor)
+    writing = (store.writes_started, stored)  # the latest write handed to the store, and its state
+
     def heartbeat(state: str = "running", force: bool = False) -> None:
-        nonlocal last_beat
+        nonlocal last_beat, stored, writing
+        if store.writes_started != writing[0]:  # a write started since: it holds what is committed now
+            writing = (store.writes_started, (committer.accepted, committer.cursor))
+        if store.writes_committed >= writing[0]:
+            stored = writing[1]
         if force or time.monotonic() - last_beat >= 1.0:
             last_beat = time.monotonic()
-            write_live_status(db, accepted=committer.accepted, target=n, slots=committer.cursor, state=state)
+            write_live_status(db, accepted=stored[0], target=n, slots=stored[1], state=state)
 
     heartbeat(force=True)
     loop = asyncio.get_running_loop()

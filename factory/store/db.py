@@ -240,7 +240,9 @@ class Store:
                 ) from exc
         # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
         # appends, reads are point lookups), so cap it to keep a 40k-sample build's memory flat.
-        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "512MB")}
+        # 256MB: a 10k-sample build peaks at ~600 MB RSS (512MB: ~880 MB, the pool fills with
+        # table pages); 128MB is too little (a 10k-row journal replay ran out of memory).
+        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "256MB")}
         if not read_only and self.path.exists() and self.path.stat().st_size > 0:
             # Look before writing: a read-only open changes nothing on disk, so a damaged file or
             # write-ahead log is refused before DuckDB could replay, checkpoint or extend it.
@@ -254,6 +256,8 @@ class Store:
         self._background: concurrent.futures.Future | None = None  # a write in a worker thread
         self._detached: tuple[dict[str, list[dict[str, Any]]], int] | None = None  # its rows, journal length
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.writes_started = 0  # batches handed to DuckDB (flush or flush_in_background)
+        self.writes_committed = 0  # the number of the last batch committed
         self.failed: StoreError | None = None  # set when a write failed for lack of disk space
         self._cache: RequestCache | None = None
         if not read_only:
@@ -330,6 +334,7 @@ class Store:
         buffers, self._buffers = self._buffers, {}
         cache_rows, journal_length = self._cache.detach() if self._cache is not None else ([], 0)
         self._detached = (buffers, journal_length)
+        self.writes_started += 1
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-flush")
         self._background = self._executor.submit(self._write_locked, buffers, cache_rows)
@@ -356,6 +361,7 @@ class Store:
             raise self._write_error(exc) from exc
         if self._cache is not None:
             self._cache.attached(journal_length)
+        self.writes_committed = self.writes_started
         self._last_flush = time.monotonic()
 
     def _write_error(self, exc: BaseException) -> StoreError:
@@ -386,6 +392,8 @@ class Store:
                 rows.clear()
             if self._cache is not None:
                 self._cache.after_commit()
+            self.writes_started += 1
+            self.writes_committed = self.writes_started
         self._last_flush = time.monotonic()
 
     def _write_batch(
