@@ -353,12 +353,14 @@ class Store:
         self._background = self._detached = None
         try:
             future.result()
-        except (duckdb.Error, OSError) as exc:
+        except BaseException as exc:
             for table, rows in buffers.items():
                 self._buffers[table] = rows + self._buffers.get(table, [])
             if self._cache is not None:
                 self._cache.reattach()
-            raise self._write_error(exc) from exc
+            if isinstance(exc, duckdb.Error | OSError):
+                raise self._write_error(exc) from exc
+            raise
         if self._cache is not None:
             self._cache.attached(journal_length)
         self.writes_committed = self.writes_started

@@ -319,3 +319,44 @@ def test_membership_survives_reopening_and_asks_duckdb_on_a_filter_hit(stores, t
     cache._keys.add("a" * 32)  # a false positive of the filter: DuckDB settles it
     assert "a" * 32 not in cache and cache.get("a" * 32) is None
     store.close()
+
+
+def _put(cache, key: str) -> None:
+    raw = RawCompletion(
+        text=key, finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1), model="m"
+    )
+    cache.put(
+        key,
+        provider="p",
+        model="m",
+        stage="s",
+        prompt_hash="h",
+        request_json="[]",
+        completion=raw,
+        cost_usd=0.0,
+        latency_s=0.0,
+    )
+
+
+def test_background_write_keeps_answers_and_the_journal_tail(tmp_path):
+    """While a batch is written in the worker thread its entries are still answered from memory;
+    once it is committed the journal keeps only what arrived after it was handed over."""
+    db = tmp_path / "bg.duckdb"
+    store = Store(db)
+    cache = store.cache
+    _put(cache, "a" * 32)
+    store.add("filter_log", {"slot": 0, "stage": "s", "reason": "r", "detail": "", "dropped": False})
+    store.flush_in_background(every_s=0.0)
+    _put(cache, "b" * 32)  # arrives while the batch is being written
+    assert cache.get("a" * 32).text == "a" * 32 and "a" * 32 in cache
+    store._background.result()
+    store.flush_in_background(every_s=3600.0)  # collects the finished write, starts none
+    assert store._background is None and store.writes_committed == store.writes_started
+    lines = [orjson.loads(line) for line in store.journal_path.read_bytes().splitlines()]
+    assert [row["key"] for row in lines] == ["b" * 32]
+    assert store.query("SELECT key FROM llm_calls") == [("a" * 32,)]
+    assert store.query("SELECT count(*) FROM filter_log") == [(1,)]
+    store.close()
+    store = Store(db)
+    assert store.cache.get("b" * 32).text == "b" * 32  # replayed from the journal tail, or flushed
+    store.close()
