@@ -321,7 +321,7 @@ def test_membership_survives_reopening_and_asks_duckdb_on_a_filter_hit(stores, t
     store.close()
 
 
-def _put(cache, key: str) -> None:
+def _put_entry(cache, key: str) -> None:
     raw = RawCompletion(
         text=key, finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1), model="m"
     )
@@ -344,10 +344,10 @@ def test_background_write_keeps_answers_and_the_journal_tail(tmp_path):
     db = tmp_path / "bg.duckdb"
     store = Store(db)
     cache = store.cache
-    _put(cache, "a" * 32)
+    _put_entry(cache, "a" * 32)
     store.add("filter_log", {"slot": 0, "stage": "s", "reason": "r", "detail": "", "dropped": False})
     store.flush_in_background(every_s=0.0)
-    _put(cache, "b" * 32)  # arrives while the batch is being written
+    _put_entry(cache, "b" * 32)  # arrives while the batch is being written
     assert cache.get("a" * 32).text == "a" * 32 and "a" * 32 in cache
     store._background.result()
     store.flush_in_background(every_s=3600.0)  # collects the finished write, starts none
