@@ -49,8 +49,11 @@ def main() -> None:
         env = dict(
             os.environ, OPENAI_BASE_URL=srv.url + "/v1", OPENAI_API_KEY="bench", FACTORY_MODEL="bench-model"
         )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         cmd = [
-            str(ROOT / ".venv/bin/factory"),
+            sys.executable,
+            "-m",
+            "factory.cli.main",
             "build",
             "--n",
             str(args.n),
@@ -66,11 +69,14 @@ def main() -> None:
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         ps = psutil.Process(proc.pid)
         peak = 0
+        timeline: list[tuple[float, int]] = []  # (seconds since start, RSS) every poll
         while proc.poll() is None:
             try:
-                peak = max(peak, ps.memory_info().rss)
+                rss = ps.memory_info().rss
             except psutil.NoSuchProcess:
                 break
+            peak = max(peak, rss)
+            timeline.append((time.perf_counter() - t0, rss))
             time.sleep(0.2)
         wall = time.perf_counter() - t0
         err = proc.stderr.read() if proc.stderr else ""
@@ -90,6 +96,11 @@ def main() -> None:
         "calls_per_s": round(calls / wall, 1),
         "samples_per_s": round(samples / wall, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
+        # RSS when a quarter, half, three quarters and all of the wall time had passed
+        "rss_quartiles_mb": [
+            round(max((r for t, r in timeline if t <= wall * q), default=0) / 2**20, 1)
+            for q in (0.25, 0.5, 0.75, 1.0)
+        ],
         "server_requests": server.get("requests"),
         "server_repeated_bodies": server.get("repeated_bodies"),
         "db_mb": round(db.stat().st_size / 2**20, 1),

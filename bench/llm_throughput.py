@@ -62,11 +62,52 @@ async def plain_sdk(url: str, n: int, concurrency: int) -> dict:
             )
             Verdict.model_validate_json(r.choices[0].message.content)
 
+    done: list[float] = []
+
+    async def timed(i: int) -> None:
+        await one(i)
+        done.append(time.perf_counter())
+
     t0, c0 = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(timed(i) for i in range(n)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     await client.close()
-    return {"wall_s": wall, "cpu_s": cpu}
+    return {"wall_s": wall, "cpu_s": cpu, "done": done}
+
+
+async def raw_aiohttp(url: str, n: int, concurrency: int) -> dict:
+    """The floor: one aiohttp session, a semaphore, orjson bodies, pydantic validation; no retries."""
+    import aiohttp
+    import orjson
+
+    sem = asyncio.Semaphore(concurrency)
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "Verdict", "schema": json_schema(Verdict), "strict": True},
+    }
+    headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+    done: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as session:
+
+        async def one(i: int) -> None:
+            body = orjson.dumps(
+                {"model": "bench-model", "messages": _messages(i), "response_format": fmt, "max_tokens": 200}
+            )
+            async with sem:
+                while True:  # the server's 429s are retried after its Retry-After
+                    async with session.post(url + "/v1/chat/completions", data=body, headers=headers) as r:
+                        content = await r.read()
+                        if r.status != 429:
+                            break
+                        await asyncio.sleep(float(r.headers.get("retry-after", "0.1")))
+            data = orjson.loads(content)
+            Verdict.model_validate_json(data["choices"][0]["message"]["content"])
+            done.append(time.perf_counter())
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"wall_s": wall, "cpu_s": cpu, "done": done}
 
 
 async def layer(url: str, n: int, concurrency: int, rps: float | None, cache: bool) -> dict:
@@ -91,7 +132,9 @@ async def layer(url: str, n: int, concurrency: int, rps: float | None, cache: bo
         )
         resp = await client.complete(cfg, req)
         assert isinstance(resp.parsed, Verdict)
+        done.append(time.perf_counter())
 
+    done: list[float] = []
     t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -99,22 +142,43 @@ async def layer(url: str, n: int, concurrency: int, rps: float | None, cache: bo
     await client.aclose()
     if store:
         store.close()
-    return {"wall_s": wall, "cpu_s": cpu, "retries": retries}
+    return {"wall_s": wall, "cpu_s": cpu, "retries": retries, "done": done}
 
 
-def run_scenario(name: str, latency: float, rate_limit: float, concurrency: int, n: int, loop) -> list[dict]:  # noqa: ANN001
+def steady_rate(done: list[float]) -> float:
+    """Calls/s between the 10th and the 90th percentile of completions: without ramp-up and tail."""
+    done = sorted(done)
+    lo, hi = len(done) // 10, len(done) * 9 // 10
+    return (hi - lo) / max(1e-9, done[hi] - done[lo])
+
+
+IMPLS = ("raw aiohttp", "plain AsyncOpenAI", "factory LLMClient", "factory LLMClient + DuckDB cache")
+
+
+def run_scenario(
+    name: str,
+    latency: float,
+    rate_limit: float,
+    concurrency: int,
+    n: int,
+    loop: asyncio.AbstractEventLoop,
+    impls: tuple[str, ...] = IMPLS,
+) -> list[dict]:
     limit = min(concurrency / latency if latency else float("inf"), rate_limit or float("inf"))
     rows = []
-    for impl in ("plain AsyncOpenAI", "factory LLMClient", "factory LLMClient + DuckDB cache"):
+    for impl in impls:
         with FakeServerProcess(latency=latency, rate_limit=rate_limit) as srv:
             if impl == "plain AsyncOpenAI":
                 res = loop.run_until_complete(plain_sdk(srv.url, n, concurrency))
+            elif impl == "raw aiohttp":
+                res = loop.run_until_complete(raw_aiohttp(srv.url, n, concurrency))
             else:
                 res = loop.run_until_complete(
                     layer(srv.url, n, concurrency, rate_limit or None, cache=impl.endswith("cache"))
                 )
             stats = srv.stats()
         rate = n / res["wall_s"]
+        steady = steady_rate(res["done"])
         rows.append(
             {
                 "scenario": name,
@@ -123,6 +187,12 @@ def run_scenario(name: str, latency: float, rate_limit: float, concurrency: int,
                 "calls_per_s": round(rate, 1),
                 "limit_per_s": None if limit == float("inf") else round(limit, 1),
                 "share_of_limit": None if limit == float("inf") else round(rate / limit, 3),
+                "steady_calls_per_s": round(steady, 1),
+                "steady_share_of_limit": None if limit == float("inf") else round(steady / limit, 3),
+                # what one call takes beyond the server's latency, as the concurrency bound sees it
+                "ms_per_call_beyond_latency": round(1000 * (concurrency / steady - latency), 1)
+                if latency
+                else None,
                 "client_cpu_ms_per_call": round(1000 * res["cpu_s"] / n, 3),
                 "server_requests": stats.get("requests"),
                 "server_429s": stats.get("requests", 0) - n,
@@ -135,6 +205,8 @@ def run_scenario(name: str, latency: float, rate_limit: float, concurrency: int,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=("ceiling", "latency", "rate"), default=None, help="one scenario")
+    ap.add_argument("--impl", action="append", choices=IMPLS, help="only these implementations")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     try:
@@ -144,11 +216,21 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    impls = tuple(args.impl or IMPLS)
     scale = 0.3 if args.quick else 1.0
     results = []
-    results += run_scenario("c=100, zero latency (ceiling)", 0.0, 0.0, 100, int(6000 * scale), loop)
-    results += run_scenario("c=100, 0.5 s latency, 200 rps limit", 0.5, 200.0, 100, int(2000 * scale), loop)
-    results += run_scenario("c=256, 1 s latency, 200 rps limit", 1.0, 200.0, 256, int(3000 * scale), loop)
+    if args.only in (None, "ceiling"):
+        results += run_scenario(
+            "c=100, zero latency (ceiling)", 0.0, 0.0, 100, int(6000 * scale), loop, impls
+        )
+    if args.only in (None, "latency"):
+        results += run_scenario(
+            "c=100, 0.5 s latency, 200 rps limit", 0.5, 200.0, 100, int(2000 * scale), loop
+        )
+    if args.only in (None, "rate"):
+        results += run_scenario(
+            "c=256, 1 s latency, 200 rps limit", 1.0, 200.0, 256, int(3000 * scale), loop, impls
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": round(peak_mb, 1)}))
     if args.out:

@@ -26,6 +26,7 @@ left there (a driver or worker killed mid-slot).
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -109,6 +110,56 @@ _INT_COLUMNS = ("input_tokens", "output_tokens", "cached_input_tokens")
 _FLOAT_COLUMNS = ("cost_usd", "latency_s", "created_at")
 _INT64 = 1 << 63
 _WARN_LINES = 5  # journal lines warned about one by one; the rest are counted
+
+
+class KeyFilter:
+    """A fixed-size Bloom filter over cache keys: "surely not cached" answered in memory.
+
+    The request cache used to hold every key of `llm_calls` in a Python set, which grows with the
+    dataset (about 130 bytes per call). This filter takes `2**bits` bits whatever the number of
+    keys; a key it has never seen is answered "no" without touching DuckDB, and a "maybe" is
+    settled by a point lookup in the table. With the default 2**26 bits (8 MiB) and 4 probes, one
+    miss in 80,000 pays a needless lookup at a million calls, one in 25 at ten million.
+
+    Keys are hex digests (`request_key`), so the probes are slices of the key itself; any other
+    string is hashed first.
+    """
+
+    PROBES = 4
+
+    def __init__(self, bits: int = 26) -> None:
+        assert self.PROBES * bits <= 128
+        self._width = bits
+        self._mask = (1 << bits) - 1
+        self._bits = bytearray(1 << (bits - 3))
+
+    def _hash(self, key: str) -> int:
+        """128 bits: the key's own (a hex digest), else a blake2b of it; probe i takes bits
+        [i * width, (i + 1) * width) of it."""
+        try:
+            return int(key[:32], 16) if len(key) >= 32 else self._digest(key)
+        except ValueError:
+            return self._digest(key)
+
+    @staticmethod
+    def _digest(key: str) -> int:
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest(), "big")
+
+    def add(self, key: str) -> None:
+        h, bits, width, mask = self._hash(key), self._bits, self._width, self._mask
+        for _ in range(self.PROBES):
+            p = h & mask
+            bits[p >> 3] |= 1 << (p & 7)
+            h >>= width
+
+    def __contains__(self, key: str) -> bool:
+        h, bits, width, mask = self._hash(key), self._bits, self._width, self._mask
+        for _ in range(self.PROBES):
+            p = h & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+            h >>= width
+        return True
 
 
 def check_journal_path(path: Path) -> None:
@@ -245,12 +296,18 @@ class RequestCache:
             for statement in CACHE_MIGRATIONS:
                 self.con.execute(statement).fetchall()
         self._replay_journal()
+        self._keys = KeyFilter()  # keys in llm_calls (a Bloom filter: memory does not grow with N)
         with self.lock:
-            self._keys: set[str] = {r[0] for r in self.con.execute("SELECT key FROM llm_calls").fetchall()}
+            cur = self.con.execute("SELECT key FROM llm_calls")
+            while rows := cur.fetchmany(65536):
+                for (key,) in rows:
+                    self._keys.add(key)
         self._pending: dict[str, dict[str, Any]] = {}
         self._pending_slots: set[int] = set()
         with self.lock:
             self._max_slot: int | None = self.con.execute("SELECT max(slot) FROM llm_calls").fetchall()[0][0]
+        # entries handed to a write running in the background (detach): still answered from here
+        self._flushing: dict[str, dict[str, Any]] = {}
         try:
             self._fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -267,10 +324,15 @@ class RequestCache:
         return len(self._pending)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._keys or key in self._pending
+        if key in self._pending or key in self._flushing:
+            return True
+        if key not in self._keys:
+            return False
+        with self.lock:
+            return bool(self.con.execute("SELECT 1 FROM llm_calls WHERE key = ?", [key]).fetchall())
 
     def get(self, key: str) -> RawCompletion | None:
-        row = self._pending.get(key)
+        row = self._pending.get(key) or self._flushing.get(key)
         if row is None:
             if key not in self._keys:
                 self.misses += 1
@@ -331,7 +393,7 @@ class RequestCache:
     def put_row(self, row: dict[str, Any]) -> bool:
         """Journal a complete entry (e.g. one a Ray worker journaled and sent back); False, and
         nothing written, when the key is cached already."""
-        if row["key"] in self._keys or row["key"] in self._pending:
+        if row["key"] in self:
             return False
         self._append(row)
         return True
@@ -354,8 +416,9 @@ class RequestCache:
                 cur = self.con.execute(f"SELECT {', '.join(_COLUMNS)} FROM llm_calls WHERE slot = ?", [slot])
                 for values in cur.fetchall():
                     rows[values[0]] = dict(zip(_COLUMNS, values, strict=True))
-        if slot in self._pending_slots:
-            rows.update({k: r for k, r in self._pending.items() if r.get("slot") == slot})
+        if slot in self._pending_slots:  # not in DuckDB yet: pending, or in a background write
+            for source in (self._flushing, self._pending):
+                rows.update({k: r for k, r in source.items() if r.get("slot") == slot})
         return list(rows.values())
 
     def absorb_slot_journal(self, slot: int) -> int:
@@ -381,7 +444,8 @@ class RequestCache:
     def after_commit(self) -> None:
         if not self._flushed:
             return
-        self._keys.update(self._pending.keys())
+        for key in self._pending:
+            self._keys.add(key)
         for row in self._pending.values():
             if row.get("slot") is not None:
                 self._max_slot = max(self._max_slot if self._max_slot is not None else -1, row["slot"])
@@ -389,6 +453,63 @@ class RequestCache:
         self._pending_slots.clear()
         os.ftruncate(self._fd, 0)
         self._flushed = False
+
+    # -- writes in the background (Store.flush_in_background) ---------------------------------
+    def detach(self) -> tuple[list[dict[str, Any]], int]:
+        """Hand the pending entries to a write that runs elsewhere: returns them and the journal's
+        length, which covers every one of them. They are still answered from memory until
+        `attached(length)` (committed: the journal loses that prefix) or `reattach()` (failed)."""
+        assert not self._flushing, "one background write at a time"
+        self._flushing, self._pending = self._pending, {}
+        return list(self._flushing.values()), os.fstat(self._fd).st_size
+
+    def write_detached(self, rows: list[dict[str, Any]]) -> None:
+        """Insert detached entries (in the caller's transaction; any thread, under the lock)."""
+        self._insert(rows)
+
+    def attached(self, journal_length: int) -> None:
+        """The detached entries are committed: index their keys, cut them out of the journal."""
+        for key, row in self._flushing.items():
+            self._keys.add(key)
+            if row.get("slot") is not None:
+                self._max_slot = max(self._max_slot if self._max_slot is not None else -1, row["slot"])
+        self._flushing = {}
+        self._pending_slots = {r["slot"] for r in self._pending.values() if r.get("slot") is not None}
+        self._cut_journal(journal_length)
+
+    def reattach(self) -> None:
+        """The background write failed: the detached entries are pending again (the journal still
+        holds them)."""
+        self._pending = {**self._flushing, **self._pending}
+        self._flushing = {}
+
+    def _cut_journal(self, length: int) -> None:
+        """Drop the journal's first `length` bytes (entries now in DuckDB), keeping what was
+        appended since: the rest is copied to a new file that replaces the journal atomically, so
+        a crash at any point leaves every uncommitted entry in a journal (a committed one replayed
+        again is ignored). If the copy cannot be written, the journal stays whole."""
+        if os.fstat(self._fd).st_size <= length:
+            os.ftruncate(self._fd, 0)
+            return
+        path = self.journal_path
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(length)
+                rest = fh.read()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.write(fd, rest) != len(rest):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: kept whole (%s); its committed entries are skipped on replay", path, exc)
+            return
+        new_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.close(self._fd)
+        self._fd = new_fd
 
     def close(self, flush: bool = True) -> None:
         """Flush pending entries and close the journal. flush=False when the database cannot be

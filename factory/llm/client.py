@@ -141,10 +141,16 @@ class LLMClient:
         self._inflight: dict[str, asyncio.Future[RawCompletion]] = {}
         self._closing = False
         self._on_wire = 0
-        # dollars paid in this process per request slot (LLMRequest.slot), for budget control
+        # dollars paid in this process per request slot (LLMRequest.slot), for budget control; the
+        # runner takes a slot's entry out when the slot finishes (take_slot_cost), so this holds the
+        # slots in flight, not every slot of the build
         self.slot_cost: dict[int, float] = {}
         # set when an answer could not be written to the cache: no request is sent after it
         self.journal_error: OSError | None = None
+
+    def take_slot_cost(self, slot: int) -> float:
+        """What requests of `slot` cost so far, forgetting the slot (it has finished)."""
+        return self.slot_cost.pop(slot, 0.0)
 
     def stop_new_requests(self) -> None:
         """From now on no request goes out (they raise ClientClosing); requests already on the wire

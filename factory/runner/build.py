@@ -213,7 +213,9 @@ async def build(
             slot_cost_guess = expected / est["slots"]
     # a resumed build has paid for earlier runs too: the ledger has every paid call
     spent_before = float(store.query("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls")[0][0])
-    finished_slots: list[int] = []  # slots of this run that came back (for the mean cost per slot)
+    # slots of this run that came back and what they cost (for the mean cost per slot): a sum and
+    # a count, not a list, so that memory does not grow with the build
+    finished_count, finished_cost = 0, 0.0
     over_budget = False  # the next slot would pass the budget: none starts until the estimate allows
     already_done = committer.done
     start = time.monotonic()
@@ -229,11 +231,20 @@ async def build(
         )
     last_beat = 0.0
 
+    # The heartbeat shows what the store holds: (accepted, slots) as of the last committed write.
+    # Writes run in the background (Store.flush_in_background), so the committer can be ahead.
+    stored = (committer.accepted, committer.cursor)
+    writing = (store.writes_started, stored)  # the latest write handed to the store, and its state
+
     def heartbeat(state: str = "running", force: bool = False) -> None:
-        nonlocal last_beat
+        nonlocal last_beat, stored, writing
+        if store.writes_started != writing[0]:  # a write started since: it holds what is committed now
+            writing = (store.writes_started, (committer.accepted, committer.cursor))
+        if store.writes_committed >= writing[0]:
+            stored = writing[1]
         if force or time.monotonic() - last_beat >= 1.0:
             last_beat = time.monotonic()
-            write_live_status(db, accepted=committer.accepted, target=n, slots=committer.cursor, state=state)
+            write_live_status(db, accepted=stored[0], target=n, slots=stored[1], state=state)
 
     heartbeat(force=True)
     loop = asyncio.get_running_loop()
@@ -271,9 +282,8 @@ async def build(
                     if budget is not None:
                         # spent, plus what the slots in flight will still spend (the mean cost of a
                         # finished slot of this run, less what each has spent so far) and the next slot
-                        paid = client.slot_cost
-                        done = [paid.get(s, 0.0) for s in finished_slots]
-                        per_slot = sum(done) / len(done) if len(done) >= 3 else slot_cost_guess
+                        paid = client.slot_cost  # slots in flight only: finished ones are taken out
+                        per_slot = finished_cost / finished_count if finished_count >= 3 else slot_cost_guess
                         pending = sum(max(0.0, per_slot - paid.get(s, 0.0)) for s in in_flight)
                         spent_now = spent_before + client.accounting.total().cost_usd
                         if spent_now + pending + per_slot > budget:
@@ -312,12 +322,14 @@ async def build(
                             raise client.journal_error from None
                         raise
                     del in_flight[result.slot]
-                    finished_slots.append(result.slot)
+                    finished_count += 1
+                    finished_cost += client.take_slot_cost(result.slot)
                     if result.transient is not None:
                         _retry_later(result, transient_tries, retry_queue)
                     else:
+                        transient_tries.pop(result.slot, None)
                         committer.offer(result)
-                store.maybe_flush()
+                store.flush_in_background()  # the loop goes on while DuckDB writes
                 display.update()
                 heartbeat()
     except OSError as exc:  # a journal write (an answer on its way to the store) found the disk full

@@ -3,14 +3,22 @@
 Whatever the timing of slots, results are committed strictly by slot number (near-duplicate
 filtering included), so the accepted set is the first N surviving slots. `slot_status` marks the
 resume point; `restore()` rebuilds the state from it after a crash.
+
+Memory does not grow with the dataset: the near-duplicate index is a memory-mapped file next to the
+database (`<db>.dedup`, see `FingerprintFile`), checked against the stored samples on restore and
+rebuilt from them when it does not match; counts are all that is kept per reason.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from factory.runner.slot import SlotResult
 from factory.stages.context import BuildContext
-from factory.stages.dedup import NearDupIndex
+from factory.stages.dedup import FingerprintFile, fingerprint
 from factory.stages.filters import KEEP, Verdict, drop
+
+_REBUILD_BATCH = 2048  # stored samples read at a time when the index file is rebuilt
 
 
 class Committer:
@@ -24,8 +32,10 @@ class Committer:
         self.dropped: dict[str, int] = {}
         self.pending: dict[int, SlotResult] = {}
         cfg = ctx.recipe.filters
-        self.policies = NearDupIndex(cfg.simhash_max_distance)
-        self.dialogues = NearDupIndex(cfg.simhash_max_distance)
+        self.index: FingerprintFile | None = None
+        if cfg.near_duplicates:
+            path = ctx.store.path.with_name(ctx.store.path.name + ".dedup")
+            self.index = FingerprintFile(path, cfg.simhash_max_distance)
 
     def restore(self) -> None:
         """Rebuild state from a previous run's committed slots."""
@@ -39,12 +49,25 @@ class Committer:
                 self.accepted += 1
             else:
                 self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        if self.ctx.recipe.filters.near_duplicates:
-            for policy, transcript in store.query(
-                "SELECT policy, transcript FROM samples WHERE slot < ? ORDER BY slot", [self.cursor]
-            ):
-                self.policies.add(policy)
-                self.dialogues.add(transcript)
+        if self.index is not None:
+            with store.lock:
+                slots = store.con.execute(
+                    "SELECT slot FROM samples WHERE slot < ? ORDER BY slot", [self.cursor]
+                ).fetchnumpy()["slot"]
+            if not self.index.load(np.asarray(slots)):
+                self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        """Fingerprint the stored samples again (the index file was missing or out of date)."""
+        assert self.index is not None
+        store = self.ctx.store
+        with store.lock:
+            cur = store.con.execute(
+                "SELECT slot, policy, transcript FROM samples WHERE slot < ? ORDER BY slot", [self.cursor]
+            )
+            while rows := cur.fetchmany(_REBUILD_BATCH):
+                for slot, policy, transcript in rows:
+                    self.index.add(slot, fingerprint(policy), fingerprint(transcript))
 
     @property
     def done(self) -> bool:
@@ -63,13 +86,13 @@ class Committer:
                 "filter_log",
                 {"slot": r.slot, "stage": v.stage, "reason": v.reason, "detail": v.detail, "dropped": False},
             )
-        if r.sample is not None and self.ctx.recipe.filters.near_duplicates:
-            verdict = self._near_duplicate(r.sample)
+        if r.sample is not None and self.index is not None:
+            policy, dialogue = fingerprint(r.sample["policy"]), fingerprint(r.sample["transcript"])
+            verdict = self._near_duplicate(policy, dialogue)
             if not verdict.keep:
                 self._drop(r.slot, verdict.stage, verdict.reason, verdict.detail)
                 return
-            self.policies.add(r.sample["policy"])
-            self.dialogues.add(r.sample["transcript"])
+            self.index.add(r.slot, policy, dialogue)
         if r.sample is None:
             assert r.drop is not None
             self._drop(r.slot, r.drop.stage, r.drop.reason, r.drop.detail)
@@ -78,16 +101,15 @@ class Committer:
         store.add("slot_status", {"slot": r.slot, "status": "accepted", "reason": ""})
         self.accepted += 1
 
-    def _near_duplicate(self, sample: dict) -> Verdict:
-        """The order-dependent filter: a policy or dialogue too close to an accepted sample's."""
-        for index, field, reason in (
-            (self.policies, "policy", "duplicate_policy"),
-            (self.dialogues, "transcript", "duplicate_dialogue"),
-        ):
-            hit = index.seen(sample[field])
-            if hit:
-                return drop(reason, f"{hit} duplicate of an accepted sample")
-        return KEEP
+    def _near_duplicate(self, policy: tuple[bytes, int], dialogue: tuple[bytes, int]) -> Verdict:
+        """The order-dependent filter: a policy or dialogue too close to an accepted sample's
+        (the policy is checked first)."""
+        assert self.index is not None
+        hit = self.index.seen(policy, dialogue)
+        if hit is None:
+            return KEEP
+        field, how = hit
+        return drop(f"duplicate_{field}", f"{how} duplicate of an accepted sample")
 
     def _drop(self, slot: int, stage: str, reason: str, detail: str) -> None:
         store = self.ctx.store

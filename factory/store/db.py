@@ -14,6 +14,7 @@ replaced by a new database when a build opens it).
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import logging
 import os
@@ -239,7 +240,9 @@ class Store:
                 ) from exc
         # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
         # appends, reads are point lookups), so cap it to keep a 40k-sample build's memory flat.
-        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "512MB")}
+        # 256MB: a 10k-sample build peaks at ~600 MB RSS (512MB: ~880 MB, the pool fills with
+        # table pages); 128MB is too little (a 10k-row journal replay ran out of memory).
+        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "256MB")}
         if not read_only and self.path.exists() and self.path.stat().st_size > 0:
             # Look before writing: a read-only open changes nothing on disk, so a damaged file or
             # write-ahead log is refused before DuckDB could replay, checkpoint or extend it.
@@ -250,6 +253,11 @@ class Store:
         self._columns: dict[str, list[str]] = {}
         self._schemas: dict[str, pa.Schema] = {}
         self._last_flush = time.monotonic()
+        self._background: concurrent.futures.Future | None = None  # a write in a worker thread
+        self._detached: tuple[dict[str, list[dict[str, Any]]], int] | None = None  # its rows, journal length
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.writes_started = 0  # batches handed to DuckDB (flush or flush_in_background)
+        self.writes_committed = 0  # the number of the last batch committed
         self.failed: StoreError | None = None  # set when a write failed for lack of disk space
         self._cache: RequestCache | None = None
         if not read_only:
@@ -306,37 +314,103 @@ class Store:
         if pending >= max_rows or (pending and time.monotonic() - self._last_flush >= every_s):
             self.flush()
 
+    def flush_in_background(self, every_s: float = 1.0, max_rows: int = 2000) -> None:
+        """`maybe_flush` for an event loop: the write runs in a worker thread (DuckDB releases the
+        GIL) while the loop goes on sending requests; a DuckDB commit, and the checkpoint it may
+        trigger, used to stall every request for up to seconds. Called again, it first collects
+        the finished write (raising its error, as `flush` would) and then may start the next.
+
+        The rows being written are out of the buffers, and the cache's entries stay answerable
+        from memory until their commit; only then does the journal lose them (RequestCache.detach)."""
+        if self._background is not None:
+            if not self._background.done():
+                return
+            self._collect()
+        pending = sum(len(v) for v in self._buffers.values()) + (self._cache.pending if self._cache else 0)
+        if not (pending >= max_rows or (pending and time.monotonic() - self._last_flush >= every_s)):
+            return
+        if self.failed is not None:
+            raise self.failed
+        buffers, self._buffers = self._buffers, {}
+        cache_rows, journal_length = self._cache.detach() if self._cache is not None else ([], 0)
+        self._detached = (buffers, journal_length)
+        self.writes_started += 1
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-flush")
+        self._background = self._executor.submit(self._write_locked, buffers, cache_rows)
+
+    def _write_locked(
+        self, buffers: dict[str, list[dict[str, Any]]], cache_rows: list[dict[str, Any]]
+    ) -> None:
+        with self.lock:
+            self._write_batch(buffers, cache_rows)
+
+    def _collect(self) -> None:
+        """Wait for the background write; on success the journal loses what it committed, on
+        failure its rows go back to the buffers and the error is raised as `flush` raises it."""
+        assert self._background is not None and self._detached is not None
+        future, (buffers, journal_length) = self._background, self._detached
+        self._background = self._detached = None
+        try:
+            future.result()
+        except BaseException as exc:
+            for table, rows in buffers.items():
+                self._buffers[table] = rows + self._buffers.get(table, [])
+            if self._cache is not None:
+                self._cache.reattach()
+            if isinstance(exc, duckdb.Error | OSError):
+                raise self._write_error(exc) from exc
+            raise
+        if self._cache is not None:
+            self._cache.attached(journal_length)
+        self.writes_committed = self.writes_started
+        self._last_flush = time.monotonic()
+
+    def _write_error(self, exc: BaseException) -> StoreError:
+        if is_disk_full(exc):
+            return self.disk_full(exc)
+        return StoreError(
+            f"cannot write to {self.path}: {_detail(exc)}; the LLM answers are kept in "
+            f"{self.journal_path}, so the same command, rerun once this is fixed, pays for "
+            f"nothing twice"
+        )
+
     def flush(self) -> None:
         """Write every buffered row (and the cache's pending entries) in one transaction:
         one commit per flush instead of one per table keeps DuckDB's WAL syncs rare.
 
         A write DuckDB refuses (disk full, the file gone read-only) rolls the transaction back
         and raises StoreError; the buffers and the journal keep everything for a rerun."""
+        if self._background is not None:
+            self._collect()
         with self.lock:
             if self.failed is not None:
                 raise self.failed
             try:
-                self._write_batch()
+                self._write_batch(self._buffers, None)
             except (duckdb.Error, OSError) as exc:
-                if is_disk_full(exc):
-                    raise self.disk_full(exc) from exc
-                raise StoreError(
-                    f"cannot write to {self.path}: {_detail(exc)}; the LLM answers are kept in "
-                    f"{self.journal_path}, so the same command, rerun once this is fixed, pays for "
-                    f"nothing twice"
-                ) from exc
+                raise self._write_error(exc) from exc
             for rows in self._buffers.values():
                 rows.clear()
             if self._cache is not None:
                 self._cache.after_commit()
+            self.writes_started += 1
+            self.writes_committed = self.writes_started
         self._last_flush = time.monotonic()
 
-    def _write_batch(self) -> None:
+    def _write_batch(
+        self, buffers: dict[str, list[dict[str, Any]]], cache_rows: list[dict[str, Any]] | None
+    ) -> None:
+        """One transaction: the cache's entries (`cache_rows` detached for a background write, or
+        None: those pending now) and the buffered rows."""
         self.con.execute("BEGIN TRANSACTION").fetchall()
         try:
             if self._cache is not None:
-                self._cache.flush(commit=False)
-            for table, rows in self._buffers.items():
+                if cache_rows is None:
+                    self._cache.flush(commit=False)
+                elif cache_rows:
+                    self._cache.write_detached(cache_rows)
+            for table, rows in buffers.items():
                 if not rows:
                     continue
                 cols = self.columns(table)
@@ -356,6 +430,11 @@ class Store:
             except duckdb.Error:
                 pass  # an invalidated database (e.g. a failed write) has nothing to roll back
             raise
+
+    def _shutdown_executor(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _has_pk(self, table: str) -> bool:
         return "PRIMARY KEY" in (TABLES.get(table) or TESTSET_TABLES[table])
@@ -391,11 +470,19 @@ class Store:
         if self.read_only:
             self.con.close()
             return
+        if self._background is not None:
+            try:
+                self._collect()
+            except StoreError:
+                pass  # self.failed says whether anything more may be written
+            finally:
+                self._shutdown_executor()
         if self.failed is not None:  # the disk is full: write nothing more, the journal keeps the rest
             if self._cache is not None:
                 self._cache.close(flush=False)
             self.con.close()
             return
+        self._shutdown_executor()
         self.flush()
         if self._cache is not None:
             self._cache.close()

@@ -280,3 +280,83 @@ def test_a_hit_read_from_duckdb_does_not_block_the_next_flush(stores, tmp_path):
     store.add("filter_log", {"slot": 1, "stage": "s", "reason": "r", "detail": "", "dropped": True})
     store.flush()
     assert store.query("SELECT count(*) FROM llm_calls")[0][0] == 2
+
+
+def test_key_filter_has_no_false_negatives_and_few_false_positives():
+    from factory.llm.cache import KeyFilter
+
+    keys = [request_key("openai", "m", request(f"q{i}")) for i in range(2000)]
+    f = KeyFilter(bits=16)  # small on purpose: false positives show up
+    for k in keys[:1000]:
+        f.add(k)
+    f.add("not a hex digest")  # any string works
+    assert all(k in f for k in keys[:1000]) and "not a hex digest" in f
+    assert sum(k in f for k in keys[1000:]) < 50
+
+
+def test_membership_survives_reopening_and_asks_duckdb_on_a_filter_hit(stores, tmp_path):
+    db = tmp_path / "m.duckdb"
+    store = Store(db)
+    raw = RawCompletion(
+        text="{}", finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1), model="m"
+    )
+    store.cache.put(
+        "k" * 32,
+        provider="p",
+        model="m",
+        stage="s",
+        prompt_hash="h",
+        request_json="[]",
+        completion=raw,
+        cost_usd=0.0,
+        latency_s=0.0,
+    )
+    assert "k" * 32 in store.cache  # pending
+    store.close()
+    store = Store(db)
+    cache = store.cache
+    assert "k" * 32 in cache and cache.get("k" * 32) is not None
+    cache._keys.add("a" * 32)  # a false positive of the filter: DuckDB settles it
+    assert "a" * 32 not in cache and cache.get("a" * 32) is None
+    store.close()
+
+
+def _put_entry(cache, key: str) -> None:
+    raw = RawCompletion(
+        text=key, finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1), model="m"
+    )
+    cache.put(
+        key,
+        provider="p",
+        model="m",
+        stage="s",
+        prompt_hash="h",
+        request_json="[]",
+        completion=raw,
+        cost_usd=0.0,
+        latency_s=0.0,
+    )
+
+
+def test_background_write_keeps_answers_and_the_journal_tail(tmp_path):
+    """While a batch is written in the worker thread its entries are still answered from memory;
+    once it is committed the journal keeps only what arrived after it was handed over."""
+    db = tmp_path / "bg.duckdb"
+    store = Store(db)
+    cache = store.cache
+    _put_entry(cache, "a" * 32)
+    store.add("filter_log", {"slot": 0, "stage": "s", "reason": "r", "detail": "", "dropped": False})
+    store.flush_in_background(every_s=0.0)
+    _put_entry(cache, "b" * 32)  # arrives while the batch is being written
+    assert cache.get("a" * 32).text == "a" * 32 and "a" * 32 in cache
+    store._background.result()
+    store.flush_in_background(every_s=3600.0)  # collects the finished write, starts none
+    assert store._background is None and store.writes_committed == store.writes_started
+    lines = [orjson.loads(line) for line in store.journal_path.read_bytes().splitlines()]
+    assert [row["key"] for row in lines] == ["b" * 32]
+    assert store.query("SELECT key FROM llm_calls") == [("a" * 32,)]
+    assert store.query("SELECT count(*) FROM filter_log") == [(1,)]
+    store.close()
+    store = Store(db)
+    assert store.cache.get("b" * 32).text == "b" * 32  # replayed from the journal tail, or flushed
+    store.close()

@@ -89,3 +89,31 @@ def test_restore_after_a_crash_continues_with_the_same_state(tmp_path: Path) -> 
     r.offer(SlotResult(slot=5, sample=_sample(5, _text(5), _text(105))))
     assert r.accepted == 4 and r.cursor == 6
     ctx2.store.close()
+
+
+def test_restore_rebuilds_a_lost_or_stale_index_file_from_the_samples(tmp_path: Path) -> None:
+    """The index file next to the database is not the source of truth: deleted, or holding slots
+    the store never committed (a crash lost the last batch of rows), it is rebuilt or cut back."""
+    db = tmp_path / "d.duckdb"
+    ctx = _ctx(db)
+    c = Committer(ctx, n_target=10)
+    for slot in range(3):
+        c.offer(SlotResult(slot=slot, sample=_sample(slot, _text(slot), _text(100 + slot))))
+    ctx.store.flush()
+    ctx.store._buffers.clear()  # slots 3 and 4 reach the index file but never the database
+    for slot in (3, 4):
+        c.offer(SlotResult(slot=slot, sample=_sample(slot, _text(slot), _text(100 + slot))))
+    ctx.store._buffers.clear()
+    ctx.store.close()
+    for lose_file in (False, True):
+        if lose_file:
+            db.with_name(db.name + ".dedup").unlink()
+        ctx2 = _ctx(db)
+        r = Committer(ctx2, n_target=10)
+        r.restore()
+        assert (r.cursor, r.accepted) == (3, 3)
+        r.offer(SlotResult(slot=3, sample=_sample(3, _text(3), _text(103))))  # not a duplicate now
+        r.offer(SlotResult(slot=4, sample=_sample(4, _text(0), _text(999))))  # slot 0's policy is
+        assert r.accepted == 4 and r.dropped == {"duplicate_policy": 1}
+        ctx2.store._buffers.clear()  # leave the database as it was for the second round
+        ctx2.store.close()
