@@ -421,6 +421,21 @@ class RequestCache:
                 rows.update({k: r for k, r in source.items() if r.get("slot") == slot})
         return list(rows.values())
 
+    def absorb_slot_journals(self) -> int:
+        """Fold every slot's detached journal into this cache (the end of a Ray build: slots still
+        running when it reached N, or cancelled, leave theirs). Returns the entries new to it."""
+        folder = ray_journal_dir(self.journal_path)
+        if not folder.is_dir():
+            return 0
+        new = 0
+        for path in sorted(folder.glob("slot-*.jsonl")):
+            try:
+                slot = int(path.stem.removeprefix("slot-"))
+            except ValueError:
+                continue
+            new += self.absorb_slot_journal(slot)
+        return new
+
     def absorb_slot_journal(self, slot: int) -> int:
         """Fold a slot's detached journal (a worker's, left by a crash or a cancelled call) into
         this cache and remove it. Returns the entries new to the cache."""

@@ -430,5 +430,7 @@ class RayExecutor:
         if self.limiter is not None:
             ray.kill(self.limiter, no_restart=True)
         self.actors = []
+        if self.ctx.store.failed is None:  # the workers are gone: what they journaled comes home
+            self.ctx.store.cache.absorb_slot_journals()
         if self._owns_ray:
             ray.shutdown()

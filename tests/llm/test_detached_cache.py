@@ -144,3 +144,20 @@ def test_leased_limiter_never_exceeds_the_shared_rate() -> None:
 
     rate = asyncio.run(main())
     assert 30 <= rate <= 40 * 1.1 + 2 / 1.5, rate
+
+
+def test_the_end_of_a_ray_build_folds_every_slot_journal_into_the_cache(store: Store) -> None:
+    driver = store.cache  # open before the workers write (an open replays what it finds)
+    worker = DetachedCache(store.journal_path)
+    _put(worker, "k5", "five", 5)  # slots a build left running when it reached N
+    _put(worker, "k9", "nine", 9)
+    worker.close()
+    assert sorted(p.name for p in ray_journal_dir(store.journal_path).glob("*")) == [
+        "slot-5.jsonl",
+        "slot-9.jsonl",
+    ]
+    assert driver.absorb_slot_journals() == 2
+    assert not list(ray_journal_dir(store.journal_path).glob("*"))
+    assert driver.get("k9").text == "nine"  # type: ignore[union-attr]
+    store.flush()
+    assert store.query("SELECT key, slot FROM llm_calls ORDER BY key") == [("k5", 5), ("k9", 9)]
