@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
-
 from factory.llm.errors import RetryableProviderError
-from factory.recipes.names import STAGES, Stage
+from factory.recipes.names import Stage
 from factory.stages import filters
-from factory.stages.compose import compose_policy, numbered
+from factory.stages.compose import compose_policy
 from factory.stages.context import BuildContext, SlotDropped
-from factory.stages.dialogue import transcript, write_dialogue
+from factory.stages.dialogue import write_dialogue
 from factory.stages.label import label_policy
 from factory.stages.paraphrase import paraphrase
 from factory.stages.persona import personas
+from factory.stages.sample_columns import labelled_columns
 from factory.stages.trace import write_trace
 from factory.store.sample_row import sample_row
 
@@ -77,33 +76,13 @@ async def _run(ctx: BuildContext, slot: int, result: SlotResult) -> None:
         labelled.candidate_index.index(t) + 1 for t in dialogue.target_rules if t in labelled.candidate_index
     ]
     trace = await write_trace(ctx, slot, rules, dialogue, labels, targets)
-    violated = [lab.rule_index for lab in labels if lab.label == "VIOLATED"]
-    models = {stage: ctx.endpoints[stage].spec for stage in STAGES}
     result.sample = sample_row(
         slot=slot,
         sample_id=dialogue.sample_id,
-        policy_id=policy.policy_id,
         split=split,
-        industry=policy.industry,
-        policy=numbered(rules),
-        transcript=transcript(dialogue.turns),
-        label=check.label,
-        rules=rules,
-        rule_ids=[policy.rules[i - 1].id for i in labelled.candidate_index],
-        turns_json=orjson.dumps(dialogue.turns).decode(),
-        rule_labels_json=orjson.dumps([lab.public() for lab in labels]).decode(),
-        violated_rules=violated,
-        explanation=trace.explanation,
-        reasoning=trace.reasoning,
-        trace_mode=trace.mode,
         dynamic=dialogue.dynamic,
         near_miss=dialogue.near_miss,
         intended_label=check.intended,
         agrees_with_intent=check.label == check.intended,
-        num_rules=len(rules),
-        num_turns=dialogue.num_turns,
-        max_ambiguity=max(lab.ambiguity for lab in labels),
-        user_persona=people.user,
-        agent_persona=f"{people.agent_name} ({people.company}): {people.agent}",
-        models_json=orjson.dumps(models).decode(),
+        **labelled_columns(policy, candidates, labelled, dialogue, people, check.label, trace, ctx.endpoints),
     )

@@ -31,7 +31,7 @@ from factory.errors import BuildStopped, ConfigError
 from factory.llm.client import LLMClient
 from factory.llm.errors import ProviderOutage, RetryableProviderError
 from factory.llm.pricing import PriceTable
-from factory.recipes import STAGES, Recipe
+from factory.recipes import Recipe
 from factory.recipes.model import SplitConfig
 from factory.recipes.names import Stage
 from factory.runner.build import resolve_endpoints
@@ -39,11 +39,12 @@ from factory.runner.window import slot_window
 from factory.stages import filters
 from factory.stages.compose import ComposedPolicy, compose_policy, numbered
 from factory.stages.context import BuildContext, SlotDropped
-from factory.stages.dialogue import Dialogue, transcript
+from factory.stages.dialogue import Dialogue
 from factory.stages.label import label_policy
 from factory.stages.llm_call import stage_call
 from factory.stages.paraphrase import paraphrase
 from factory.stages.persona import Personas, personas
+from factory.stages.sample_columns import labelled_columns
 from factory.stages.sampling import slot_rng, stable_id
 from factory.stages.schemas import dialogue_schema
 from factory.stages.splits import rule_pools
@@ -252,30 +253,12 @@ async def _side(
     row = sample_row(
         slot=slot,
         sample_id=base["sample_id"],
-        policy_id=policy.policy_id,
         split="test",
-        industry=policy.industry,
-        policy=numbered(rules),
-        transcript=transcript(dialogue.turns),
-        label=check.label,
-        rules=rules,
-        rule_ids=[policy.rules[i - 1].id for i in labelled.candidate_index],
-        turns_json=orjson.dumps(dialogue.turns).decode(),
-        rule_labels_json=orjson.dumps([lab.public() for lab in labels]).decode(),
-        violated_rules=[lab.rule_index for lab in labels if lab.label == "VIOLATED"],
-        explanation=trace.explanation if trace else "",
-        reasoning=trace.reasoning if trace else "",
-        trace_mode=trace.mode if trace else "",
         dynamic=DYNAMIC,
         near_miss=False,
         intended_label=side,
         agrees_with_intent=check.label == side,
-        num_rules=len(rules),
-        num_turns=dialogue.num_turns,
-        max_ambiguity=max(lab.ambiguity for lab in labels),
-        user_persona=people.user,
-        agent_persona=f"{people.agent_name} ({people.company}): {people.agent}",
-        models_json=orjson.dumps({s: ctx.endpoints[s].spec for s in STAGES}).decode(),
+        **labelled_columns(policy, candidates, labelled, dialogue, people, check.label, trace, ctx.endpoints),
     )
     reason = ",".join(v.reason for v in notes)
     return row | base | {"status": "accepted", "reason": reason, "call_keys": [k for k in keys if k]}
