@@ -61,6 +61,23 @@ def build(
     return db, stats
 
 
+def kill_after_first_job(cmd: list[str], env: dict[str, str], cwd: Path, srv: Any) -> None:
+    """Start a batch build and SIGKILL it once the fake server holds its first job."""
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while srv.stats().get("batch_jobs", 0) < 1 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)  # the job id is in DuckDB right after the provider returned it
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 @pytest.fixture(scope="module")
 def online(tmp_path_factory: pytest.TempPathFactory, recipe: Path) -> tuple[Path, dict[str, Any]]:
     return build(tmp_path_factory.mktemp("online"), recipe, "online", "online")
@@ -120,24 +137,7 @@ def test_killed_between_submit_and_results_resumes_by_job_id(
     cmd = build_cmd(db, recipe, N) + ["--mode", "batch", "--model", "openai:fake-model"]
     with fake_server(batch_delay_s=3.0) as srv:
         env = provider_env("openai", srv.url, tmp_path)
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while srv.stats().get("batch_jobs", 0) < 1 and time.monotonic() < deadline:
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.05)
-            time.sleep(0.3)  # the job id is in DuckDB right after the provider returned it
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.communicate()
+        kill_after_first_job(cmd, env, tmp_path, srv)
         jobs_at_kill = srv.stats()["batch_jobs"]
         assert jobs_at_kill == 1
         check_ok(run_factory(cmd, env, tmp_path))
@@ -203,22 +203,7 @@ def test_an_online_rerun_warns_about_open_batch_jobs(tmp_path: Path, recipe: Pat
     cmd = build_cmd(db, recipe, 6) + ["--model", "openai:fake-model"]
     with fake_server(batch_delay_s=60.0) as srv:
         env = provider_env("openai", srv.url, tmp_path)
-        proc = subprocess.Popen(
-            cmd + ["--mode", "batch"],
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while srv.stats().get("batch_jobs", 0) < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.3)
-        finally:
-            proc.kill()
-            proc.wait()
+        kill_after_first_job(cmd + ["--mode", "batch"], env, tmp_path, srv)
         res = check_ok(run_factory(cmd + ["--mode", "online"], env, tmp_path))
     assert "1 batch job(s) of an earlier --mode batch run are still open" in " ".join(res.stderr.split())
     assert len(samples(db)) == 6
