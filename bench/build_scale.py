@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--timeline", type=Path, default=None, help="write (seconds, RSS MB) every poll here")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,8 @@ def main() -> None:
         "server_repeated_bodies": server.get("repeated_bodies"),
         "db_mb": round(db.stat().st_size / 2**20, 1),
     }
+    if args.timeline:
+        args.timeline.write_text(json.dumps([(round(t, 2), round(r / 2**20, 1)) for t, r in timeline]))
     print(json.dumps(result))
 
 

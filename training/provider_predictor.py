@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from factory import event_loop
 from factory.llm.cache import RequestCache
 from factory.llm.client import LLMClient
 from factory.llm.config import EndpointConfig
@@ -40,7 +41,7 @@ class ProviderPredictor:
         self.variant = f"eval-run-{run}" if run else ""
 
     def predict(self, messages_batch: list[list[dict[str, str]]], mode: str) -> list[str]:
-        return asyncio.run(self._predict(messages_batch, mode))
+        return event_loop.run(self._predict(messages_batch, mode))
 
     def _open_cache(self) -> tuple[duckdb.DuckDBPyConnection, RequestCache]:
         """The LLM layer's request cache in its own DuckDB file (journal next to it)."""

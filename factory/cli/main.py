@@ -9,7 +9,6 @@ printed as `warning: <message>` lines.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -20,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from factory import event_loop
 from factory.banks.loader import BankError
 from factory.errors import BuildStopped
 from factory.llm.config import EndpointConfig
@@ -232,7 +232,7 @@ def build(
     if any(ep.provider == "local" for ep in endpoints.values()):
         console.print(f"[bold yellow]WARNING:[/] {NOT_TRAINING_QUALITY}")
     try:
-        summary = asyncio.run(
+        summary = event_loop.run(
             run_build(
                 _db(db),
                 recipe,
@@ -300,7 +300,7 @@ def testset(
     console.print(f"testset: grid {grid or 'testsets/dynabench_grid.yaml'}, db {_db(db)}")
     say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
     try:
-        s = asyncio.run(
+        s = event_loop.run(
             build_testset(
                 _db(db),
                 recipe,
@@ -347,7 +347,7 @@ def _dry_run(db: Path, recipe, endpoints, overrides, n: int, seed: int, pilot: i
     if pilot:
         console.print(f"pilot: building {pilot} samples into a temporary database to measure the rates")
         factors = _run_guarded(
-            lambda: asyncio.run(pilot_factors(recipe, endpoints, pilot, seed, overrides, banks))
+            lambda: event_loop.run(pilot_factors(recipe, endpoints, pilot, seed, overrides, banks))
         )
     else:
         factors = recipe_factors(recipe)
@@ -550,7 +550,7 @@ def banks_expand(
     if (category is None) == (industry is None):
         _fail("give exactly one of --category or --industry")
     path = _run_guarded(
-        lambda: asyncio.run(
+        lambda: event_loop.run(
             expand(
                 category=category,
                 industry=industry,

@@ -1,9 +1,11 @@
-"""Client-side rate limiting: token buckets for requests/min and tokens/min, fed by headers."""
+"""Client-side rate limiting: a sliding window for requests/min, a token bucket for tokens/min,
+both fed by the providers' rate-limit headers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
 
@@ -44,6 +46,56 @@ class TokenBucket:
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
 
+class SlidingWindow:
+    """At most `limit` requests in any `window` seconds, granted in arrival order.
+
+    The window is one second (longer when the rate is below one a second, so that `limit` is at
+    least 1) plus `margin_s` for the jitter between our clock and the server's. Unlike a token
+    bucket, whose burst sits on top of its steady rate, this never lets more than a second's worth
+    of the rate through in any second, so a provider that enforces its per-minute limit per second
+    (or with a bucket of a second or more) does not see us above it; and it still lets a second's
+    worth go at once, so a build does not crawl up to speed at the start.
+    """
+
+    def __init__(self, rate: float, margin_s: float = 0.01) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        base = max(1.0, 1.0 / rate)
+        self.limit = max(1, int(rate * base + 1e-9))
+        self.window = base + margin_s
+        self._grants: deque[float] = deque()  # grant times, non-decreasing; may lie in the future
+        self._blocked_until = 0.0
+
+    def _reserve(self, now: float) -> float:
+        grants = self._grants
+        t = max(now, self._blocked_until, grants[-1] if grants else now)
+        horizon = t - self.window
+        while grants and grants[0] <= horizon:
+            grants.popleft()  # expired for this grant and so for every later one
+        if len(grants) >= self.limit:
+            t = max(t, grants[len(grants) - self.limit] + self.window)
+            while grants and grants[0] <= t - self.window:
+                grants.popleft()
+        grants.append(t)
+        return t
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        now = time.monotonic()
+        t = now
+        for _ in range(max(1, round(amount))):
+            t = self._reserve(now)  # reserve now so later callers queue behind us
+        if t > now:
+            await asyncio.sleep(t - now)
+
+    def refund(self, amount: float) -> None:
+        """Requests are never over-reserved: nothing to give back."""
+
+    def block_for(self, seconds: float) -> None:
+        """Stop granting for a while (the server said we are out)."""
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+
 def _parse_duration(value: str) -> float | None:
     """Parse OpenAI-style reset values ('1s', '6m0s', '250ms', '0.5')."""
     value = value.strip()
@@ -73,10 +125,14 @@ class RateLimiter:
     """Requests-per-minute and tokens-per-minute limits for one provider/model."""
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
-        # Small bursts (1/20 s of budget): a server that enforces the same limit with its own bucket
-        # never sees us above it, where a one-second burst on top of the steady rate draws 429s.
-        self.requests = TokenBucket(rpm / 60.0, capacity=max(1.0, rpm / 60.0 / 20)) if rpm else None
-        self.tokens = TokenBucket(tpm / 60.0, capacity=tpm / 60.0) if tpm else None
+        # Requests: at most a second's worth in any second (see SlidingWindow). Tokens: a bucket
+        # that goes into debt, so one request estimated above a second's worth still waits its due.
+        self.requests: SlidingWindow | TokenBucket | LeasedBucket | None = (
+            SlidingWindow(rpm / 60.0) if rpm else None
+        )
+        self.tokens: TokenBucket | LeasedBucket | None = (
+            TokenBucket(tpm / 60.0, capacity=tpm / 60.0) if tpm else None
+        )
 
     async def acquire(self, estimated_tokens: int) -> None:
         if self.requests is not None:
@@ -157,5 +213,5 @@ class LeasedLimiter(RateLimiter):
         tpm: float | None = None,
         lease_s: float = 0.05,
     ) -> None:
-        self.requests = LeasedBucket("requests", lease, block, rpm / 60.0 * lease_s) if rpm else None  # type: ignore[assignment]
-        self.tokens = LeasedBucket("tokens", lease, block, tpm / 60.0 * lease_s) if tpm else None  # type: ignore[assignment]
+        self.requests = LeasedBucket("requests", lease, block, rpm / 60.0 * lease_s) if rpm else None
+        self.tokens = LeasedBucket("tokens", lease, block, tpm / 60.0 * lease_s) if tpm else None

@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from factory.llm.cache import CACHE_DDL, RequestCache, check_journal_path
+from factory.store.allocators import limit_allocator_retention
 from factory.store.live_status import describe_live_status
 from factory.store.tables import MIGRATIONS, TABLES, TESTSET_TABLES
 
@@ -239,10 +240,20 @@ class Store:
                     f"cannot create the folder {self.path.parent} for {self.path}: {exc.strerror or exc}"
                 ) from exc
         # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
-        # appends, reads are point lookups), so cap it to keep a 40k-sample build's memory flat.
-        # 256MB: a 10k-sample build peaks at ~600 MB RSS (512MB: ~880 MB, the pool fills with
-        # table pages); 128MB is too little (a 10k-row journal replay ran out of memory).
-        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "256MB")}
+        # appends, reads are point lookups), so it is capped to keep a long build's memory flat:
+        # 128MB (the PRIMARY KEY indexes of a 10k-sample build take 12 MB of it; a journal is
+        # replayed 2,000 entries at a time, so replay fits too). One DuckDB thread: the writes
+        # run in one worker thread already, and on a small machine the event loop needs the other
+        # cores. WAL checkpoints at 4MB instead of 16MB: smaller, more frequent checkpoint bursts.
+        # Peak RSS of a 3,000-sample build (bench/build_scale.py): 589 MB with 256MB, 2 threads,
+        # 16MB and the default allocators; 451 MB with these and store/allocators.py.
+        config = {
+            "memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "128MB"),
+            "threads": os.environ.get("FACTORY_DUCKDB_THREADS", "1"),
+            "checkpoint_threshold": "4MB",
+        }
+        if not read_only:
+            limit_allocator_retention()
         if not read_only and self.path.exists() and self.path.stat().st_size > 0:
             # Look before writing: a read-only open changes nothing on disk, so a damaged file or
             # write-ahead log is refused before DuckDB could replay, checkpoint or extend it.

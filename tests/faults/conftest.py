@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pytest
 
+from factory.llm.cache import full_request_json
 from factory.store.live_status import read_live_status
 from factory.testing.server_process import FakeServerProcess
 from tests.faults.logged_server import digest
@@ -166,7 +167,13 @@ def traffic(log: Path) -> Traffic:
 
 def recorded_messages(db: Path) -> set[str]:
     """Digests of the request messages of every answer the store holds (llm_calls + journal)."""
-    found = {digest(r[0].encode()) for r in query(db, "SELECT request_json FROM llm_calls")}
+    found = {
+        digest(full_request_json(request_json, system).encode())
+        for request_json, system in query(
+            db,
+            "SELECT c.request_json, p.content FROM llm_calls c LEFT JOIN llm_prompts p ON p.digest = c.system_ref",
+        )
+    }
     journal = db.with_suffix(db.suffix + ".journal")
     if journal.exists():
         for line in journal.read_bytes().splitlines():

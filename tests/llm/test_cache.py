@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from factory.llm.cache import RequestCache
+from factory.llm.cache import RequestCache, full_request_json, split_system_prompt
 from factory.llm.errors import FatalProviderError
 from factory.llm.fingerprint import request_key
 from factory.llm.pricing import Price, PriceTable
@@ -360,3 +360,79 @@ def test_background_write_keeps_answers_and_the_journal_tail(tmp_path):
     store = Store(db)
     assert store.cache.get("b" * 32).text == "b" * 32  # replayed from the journal tail, or flushed
     store.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# long system prompts are stored once
+# ------------------------------------------------------------------------------------------------
+
+
+def _put_request(cache: RequestCache, key: str, messages: list[dict]) -> str:
+    request_json = orjson.dumps(messages).decode()
+    cache.put(
+        key,
+        provider="openai",
+        model="m",
+        stage="s",
+        prompt_hash="ph",
+        request_json=request_json,
+        completion=RawCompletion(
+            text="{}", finish_reason="stop", model="m", usage=Usage(input_tokens=1, output_tokens=1)
+        ),
+        cost_usd=0.0,
+        latency_s=0.0,
+    )
+    return request_json
+
+
+def test_long_system_prompt_is_stored_once_and_the_request_is_whole_again(stores, tmp_path):
+    db = tmp_path / "c.duckdb"
+    store = stores(db)
+    system = 'Follow these instructions with care. "Quotes", newlines\n and ünïcode. ' * 20
+    sent = {}
+    for i in range(5):
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": f"case {i}\tend"}]
+        sent[f"k{i}"] = _put_request(store.cache, f"k{i}", messages)
+    sent["short"] = _put_request(store.cache, "short", [{"role": "system", "content": "be brief"}])
+    sent["nosys"] = _put_request(store.cache, "nosys", [{"role": "user", "content": "hi"}])
+    sent["only"] = _put_request(store.cache, "only", [{"role": "system", "content": system}])
+    store.flush()
+    # the journal keeps whole requests until they are committed
+    assert store.query("SELECT count(*), min(length(content)) FROM llm_prompts") == [(1, len(system))]
+    rows = dict(
+        (k, (rj, sys_text))
+        for k, rj, sys_text in store.query(
+            "SELECT c.key, c.request_json, p.content FROM llm_calls c "
+            "LEFT JOIN llm_prompts p ON p.digest = c.system_ref"
+        )
+    )
+    assert rows["k0"][0] == orjson.dumps([{"role": "user", "content": "case 0\tend"}]).decode()
+    assert rows["short"][1] is None and rows["nosys"][1] is None  # short or absent: kept inline
+    assert rows["only"][0] == "[]"
+    for key, request_json in sent.items():
+        assert full_request_json(*rows[key]) == request_json  # byte for byte
+    # the view for SQL users: the same messages
+    view = dict(store.query("SELECT key, request_json FROM llm_requests"))
+    assert {k: orjson.loads(v) for k, v in view.items()} == {k: orjson.loads(v) for k, v in sent.items()}
+    store.close()
+    # reopened, a new batch with the same prompt adds no second copy and the answers still serve
+    store = stores(db)
+    _put_request(store.cache, "k9", [{"role": "system", "content": system}, {"role": "user", "content": "x"}])
+    store.flush()
+    assert store.query("SELECT count(*) FROM llm_prompts") == [(1,)]
+    assert store.cache.get("k3") is not None
+
+
+def test_split_system_prompt_leaves_other_shapes_alone():
+    long = "x" * 300
+    for messages in (
+        [{"role": "system", "content": long, "name": "extra key"}],
+        [{"role": "user", "content": long}],
+        [{"content": long, "role": "system"}],
+    ):
+        request_json = orjson.dumps(messages).decode()
+        assert split_system_prompt(request_json) == (request_json, None)
+    assert split_system_prompt('[{"role":"system","content": broken') == (
+        '[{"role":"system","content": broken',
+        None,
+    )

@@ -1,4 +1,4 @@
-"""Client-side rate limiting (token buckets, header feedback) and the per-endpoint concurrency bound."""
+"""Client-side rate limiting (sliding window, token buckets, header feedback) and the per-endpoint concurrency bound."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from factory.llm.ratelimit import RateLimiter, TokenBucket, _parse_duration
+from factory.llm.ratelimit import RateLimiter, SlidingWindow, TokenBucket, _parse_duration
 from factory.testing.server_process import FakeServerProcess
 from tests.llm.helpers import PROVIDERS, Verdict, request
 
@@ -86,6 +86,65 @@ async def test_block_for_holds_the_bucket():
     assert 0.27 <= await _timed(bucket.acquire()) < 0.5
 
 
+# ------------------------------------------------------------------------------------------------
+# SlidingWindow (requests per minute)
+# ------------------------------------------------------------------------------------------------
+
+
+async def _grant_times(window: SlidingWindow, n: int) -> list[float]:
+    times: list[float] = []
+
+    async def one() -> None:
+        await window.acquire()
+        times.append(time.monotonic())
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return times
+
+
+async def test_window_lets_a_seconds_worth_go_at_once_then_waits_for_the_window():
+    window = SlidingWindow(rate=20.0)  # 20 in any 1.01 s
+    assert window.limit == 20
+    t0 = time.monotonic()
+    times = await _grant_times(window, 45)
+    offsets = [t - t0 for t in times]
+    assert max(offsets[:20]) < 0.05  # the first second's worth at once
+    assert all(1.0 <= o < 1.2 for o in offsets[20:40])  # the next 20 when the first leave the window
+    assert all(2.0 <= o < 2.3 for o in offsets[40:])
+    # never more than the limit in any window, wherever it starts
+    for i, start in enumerate(times):
+        assert sum(1 for t in times[i:] if t < start + 1.0) <= 20
+
+
+async def test_window_serves_waiters_in_arrival_order():
+    window = SlidingWindow(rate=4.0)
+    done: list[int] = []
+
+    async def one(i: int) -> None:
+        await window.acquire()
+        done.append(i)
+
+    elapsed = await _timed(asyncio.gather(*(one(i) for i in range(9))))
+    assert 2.0 <= elapsed < 2.3  # 4 at once, 4 after one window, 1 after two
+    assert done == list(range(9))
+
+
+async def test_window_below_one_request_a_second():
+    window = SlidingWindow(rate=0.5)  # 30 rpm: one request in any 2 s
+    assert window.limit == 1 and window.window == pytest.approx(2.01)
+    assert await _timed(window.acquire()) < 0.05
+    assert 1.95 <= await _timed(window.acquire()) < 2.2
+
+
+async def test_window_block_for_and_validation():
+    window = SlidingWindow(rate=100.0)
+    window.block_for(0.3)
+    window.block_for(0.1)  # a shorter block does not shorten the longer one
+    assert 0.27 <= await _timed(window.acquire()) < 0.5
+    with pytest.raises(ValueError):
+        SlidingWindow(rate=0)
+
+
 def test_parse_duration():
     assert _parse_duration("1s") == 1.0
     assert _parse_duration("0.5") == 0.5
@@ -110,10 +169,10 @@ async def test_unlimited_limiter_never_waits():
 
 
 async def test_rpm_limit():
-    limiter = RateLimiter(rpm=600)  # 10/s; bursts of 1/20 s of budget (at least one request)
-    assert await _timed(limiter.acquire(1)) < 0.05
-    # the next nine are paced at 10/s, not let through as a burst
-    assert 0.85 <= await _timed(asyncio.gather(*(limiter.acquire(1) for _ in range(9)))) < 1.1
+    limiter = RateLimiter(rpm=600)  # at most 10 in any second
+    assert await _timed(asyncio.gather(*(limiter.acquire(1) for _ in range(10)))) < 0.05
+    # the 11th waits for the first to leave the window
+    assert 0.9 <= await _timed(limiter.acquire(1)) < 1.15
 
 
 async def test_tpm_limit_and_settle_refund():
@@ -196,10 +255,11 @@ async def test_concurrency_bound(provider, server, make_cfg, make_client):
 
 async def test_rpm_limit_through_the_client(server, make_cfg, make_client):
     client = make_client()
-    cfg = make_cfg("openai", rpm=300)  # 5/s, burst 1
-    elapsed = await _timed(asyncio.gather(*(client.complete(cfg, request(f"r{i}")) for i in range(7))))
-    assert elapsed >= 1.2 * 0.95 + LATENCY  # paced at 5/s: the 7th may start only 1.2 s in
-    assert server.stats()["requests"] == 7
+    cfg = make_cfg("openai", rpm=300)  # at most 5 in any second
+    elapsed = await _timed(asyncio.gather(*(client.complete(cfg, request(f"r{i}")) for i in range(12))))
+    # 5 at once, 5 a second later, the last 2 two seconds in
+    assert 2.0 + LATENCY <= elapsed < 2.0 + 3 * LATENCY + 0.5
+    assert server.stats()["requests"] == 12
 
 
 async def test_retry_after_pauses_every_caller_of_the_endpoint(server, make_cfg, make_client):
