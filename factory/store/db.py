@@ -242,16 +242,12 @@ class Store:
         # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
         # appends, reads are point lookups), so it is capped to keep a long build's memory flat:
         # 128MB (the PRIMARY KEY indexes of a 10k-sample build take 12 MB of it; a journal is
-        # replayed 2,000 entries at a time, so replay fits too). One DuckDB thread: the writes
-        # run in one worker thread already, and on a small machine the event loop needs the other
-        # cores. WAL checkpoints at 4MB instead of 16MB: smaller, more frequent checkpoint bursts.
-        # Peak RSS of a 3,000-sample build (bench/build_scale.py): 589 MB with 256MB, 2 threads,
-        # 16MB and the default allocators; 451 MB with these and store/allocators.py.
-        config = {
-            "memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "128MB"),
-            "threads": os.environ.get("FACTORY_DUCKDB_THREADS", "1"),
-            "checkpoint_threshold": "4MB",
-        }
+        # replayed 2,000 entries at a time, so replay fits too). Peak RSS of a 3,000-sample build
+        # (bench/build_scale.py): 589 MB with 256MB and the default allocators; about 390 MB with
+        # 128MB, store/allocators.py and long system prompts stored once (llm_prompts).
+        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "128MB")}
+        if os.environ.get("FACTORY_DUCKDB_THREADS"):
+            config["threads"] = os.environ["FACTORY_DUCKDB_THREADS"]
         if not read_only:
             limit_allocator_retention()
         if not read_only and self.path.exists() and self.path.stat().st_size > 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from factory.llm.cache import RequestCache, full_request_json, split_system_prompt
+from factory.llm.cache import RequestCache, full_request_json, journal_row, split_system_prompt
 from factory.llm.errors import FatalProviderError
 from factory.llm.fingerprint import request_key
 from factory.llm.pricing import Price, PriceTable
@@ -436,3 +436,43 @@ def test_split_system_prompt_leaves_other_shapes_alone():
         '[{"role":"system","content": broken',
         None,
     )
+
+
+def test_a_journal_larger_than_the_buffer_pool_replays(tmp_path, monkeypatch):
+    """130 MB of answers in the journal against DuckDB's default 128MB pool: replayed a chunk at a
+    time (one INSERT of the whole journal runs out of memory here)."""
+    import random
+    import string
+
+    monkeypatch.delenv("FACTORY_DUCKDB_MEMORY", raising=False)
+    db = tmp_path / "big.duckdb"
+    Store(db).close()
+    rnd = random.Random(0)
+    n = 20_000
+    with open(_journal(db), "wb") as fh:
+        for i in range(n):
+            text = "".join(rnd.choices(string.ascii_letters, k=6000))  # incompressible
+            row = journal_row(
+                f"{i:032x}",
+                provider="openai",
+                model="m",
+                stage="s",
+                prompt_hash="p",
+                request_json=orjson.dumps([{"role": "user", "content": text}]).decode(),
+                completion=RawCompletion(
+                    text=text[:500],
+                    finish_reason="stop",
+                    model="m",
+                    usage=Usage(input_tokens=1, output_tokens=1),
+                ),
+                cost_usd=0.0,
+                latency_s=0.0,
+            )
+            fh.write(orjson.dumps(row) + b"\n")
+    store = Store(db)
+    try:
+        assert store.cache.get(f"{n - 1:032x}") is not None
+        assert store.query("SELECT count(*) FROM llm_calls") == [(n,)]
+        assert _journal(db).stat().st_size == 0
+    finally:
+        store.close()
