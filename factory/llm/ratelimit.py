@@ -47,29 +47,33 @@ class TokenBucket:
 
 
 class SlidingWindow:
-    """At most `limit` requests in any `window` seconds, granted in arrival order.
+    """At most `limit` requests in any `window` seconds, granted in arrival order, and never faster
+    than `spread` times the rate.
 
     The window is one second (longer when the rate is below one a second, so that `limit` is at
     least 1) plus `margin_s` for the jitter between our clock and the server's. Unlike a token
     bucket, whose burst sits on top of its steady rate, this never lets more than a second's worth
     of the rate through in any second, so a provider that enforces its per-minute limit per second
-    (or with a bucket of a second or more) does not see us above it; and it still lets a second's
-    worth go at once, so a build does not crawl up to speed at the start.
+    (or with a bucket of a second or more) does not see us above it; and it lets a second's worth
+    go within the first 1/`spread` of a second, so a build does not crawl up to speed at the start.
+    The spacing (1/(spread * rate) between grants) keeps a burst from arriving all at once, which
+    queues every request of it behind the others' client-side work.
     """
 
-    def __init__(self, rate: float, margin_s: float = 0.01) -> None:
+    def __init__(self, rate: float, margin_s: float = 0.01, spread: float = 4.0) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         base = max(1.0, 1.0 / rate)
         self.limit = max(1, int(rate * base + 1e-9))
         self.window = base + margin_s
+        self.gap = 1.0 / (rate * spread)
         self._grants: deque[float] = deque()  # grant times, non-decreasing; may lie in the future
         self._blocked_until = 0.0
 
     def _reserve(self, now: float) -> float:
         grants = self._grants
-        t = max(now, self._blocked_until, grants[-1] if grants else now)
+        t = max(now, self._blocked_until, grants[-1] + self.gap if grants else now)
         horizon = t - self.window
         while grants and grants[0] <= horizon:
             grants.popleft()  # expired for this grant and so for every later one

@@ -102,15 +102,16 @@ async def _grant_times(window: SlidingWindow, n: int) -> list[float]:
     return times
 
 
-async def test_window_lets_a_seconds_worth_go_at_once_then_waits_for_the_window():
-    window = SlidingWindow(rate=20.0)  # 20 in any 1.01 s
-    assert window.limit == 20
+async def test_window_lets_a_seconds_worth_go_early_then_waits_for_the_window():
+    window = SlidingWindow(rate=20.0)  # 20 in any 1.01 s, at most 80/s (12.5 ms apart)
+    assert window.limit == 20 and window.gap == pytest.approx(0.0125)
     t0 = time.monotonic()
     times = await _grant_times(window, 45)
     offsets = [t - t0 for t in times]
-    assert max(offsets[:20]) < 0.05  # the first second's worth at once
-    assert all(1.0 <= o < 1.2 for o in offsets[20:40])  # the next 20 when the first leave the window
-    assert all(2.0 <= o < 2.3 for o in offsets[40:])
+    assert max(offsets[:20]) < 0.3  # the first second's worth within its first quarter
+    assert offsets[19] - offsets[0] >= 19 * 0.0125 * 0.95  # spread out, not all at once
+    assert all(1.0 <= o < 1.35 for o in offsets[20:40])  # the next 20 as the first leave the window
+    assert all(2.0 <= o < 2.4 for o in offsets[40:])
     # never more than the limit in any window, wherever it starts
     for i, start in enumerate(times):
         assert sum(1 for t in times[i:] if t < start + 1.0) <= 20
@@ -125,13 +126,13 @@ async def test_window_serves_waiters_in_arrival_order():
         done.append(i)
 
     elapsed = await _timed(asyncio.gather(*(one(i) for i in range(9))))
-    assert 2.0 <= elapsed < 2.3  # 4 at once, 4 after one window, 1 after two
+    assert 2.0 <= elapsed < 2.3  # 4 in the first window, 4 after one window, 1 after two
     assert done == list(range(9))
 
 
 async def test_window_below_one_request_a_second():
     window = SlidingWindow(rate=0.5)  # 30 rpm: one request in any 2 s
-    assert window.limit == 1 and window.window == pytest.approx(2.01)
+    assert window.limit == 1 and window.window == pytest.approx(2.01) and window.gap == 0.5
     assert await _timed(window.acquire()) < 0.05
     assert 1.95 <= await _timed(window.acquire()) < 2.2
 
@@ -169,10 +170,11 @@ async def test_unlimited_limiter_never_waits():
 
 
 async def test_rpm_limit():
-    limiter = RateLimiter(rpm=600)  # at most 10 in any second
-    assert await _timed(asyncio.gather(*(limiter.acquire(1) for _ in range(10)))) < 0.05
-    # the 11th waits for the first to leave the window
-    assert 0.9 <= await _timed(limiter.acquire(1)) < 1.15
+    limiter = RateLimiter(rpm=600)  # at most 10 in any second, 25 ms apart
+    t0 = time.perf_counter()
+    assert await _timed(asyncio.gather(*(limiter.acquire(1) for _ in range(10)))) < 0.3
+    await limiter.acquire(1)  # the 11th waits for the first to leave the window
+    assert 1.0 <= time.perf_counter() - t0 < 1.2
 
 
 async def test_tpm_limit_and_settle_refund():
