@@ -59,8 +59,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     model VARCHAR,
     stage VARCHAR,
     prompt_hash VARCHAR,
-    request_json VARCHAR,
-    text VARCHAR,
+    request_json VARCHAR USING COMPRESSION zstd,
+    text VARCHAR USING COMPRESSION zstd,
     finish_reason VARCHAR,
     input_tokens BIGINT,
     output_tokens BIGINT,
@@ -93,6 +93,10 @@ CACHE_MIGRATIONS = (
     FROM llm_calls c LEFT JOIN llm_prompts p ON p.digest = c.system_ref""",
 )
 
+# request_json and text are compressed with zstd: DuckDB's own choice for them was "Uncompressed"
+# once the system prompts left request_json (60,000 rows of a 40k build: 139 MB with its choice,
+# 23.5 MB with zstd, and less CPU to write). Files created before keep their columns as they were.
+#
 # A system prompt this long or longer is stored once in `llm_prompts` and referenced by digest
 # from `llm_calls.system_ref` (with the other messages in `request_json`): each stage's system
 # prompt is the same text on every call and was 80-90% of the bytes DuckDB had to compress (6.6 KB

@@ -283,7 +283,7 @@ def test_journal_lines_from_before_the_reasoning_column_still_replay(stores, tmp
 def test_a_file_from_before_the_reasoning_column_is_migrated(stores, tmp_path):
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    old_columns = [c for c in _COLUMNS if c not in ("reasoning", "cached_input_tokens", "slot")]
+    old_columns = [c for c in _COLUMNS if c not in ("reasoning", "cached_input_tokens", "slot", "system_ref")]
     con.execute(
         "CREATE TABLE llm_calls (key VARCHAR PRIMARY KEY, provider VARCHAR, model VARCHAR, stage VARCHAR, "
         "prompt_hash VARCHAR, request_json VARCHAR, text VARCHAR, finish_reason VARCHAR, "
