@@ -102,19 +102,26 @@ async def _grant_times(window: SlidingWindow, n: int) -> list[float]:
     return times
 
 
-async def test_window_lets_a_seconds_worth_go_early_then_waits_for_the_window():
+def test_window_schedule_a_seconds_worth_early_then_the_window():
+    """The schedule itself (the grant times `_reserve` hands out), on a synthetic clock."""
     window = SlidingWindow(rate=20.0)  # 20 in any 1.01 s, at most 80/s (12.5 ms apart)
     assert window.limit == 20 and window.gap == pytest.approx(0.0125)
+    grants = [window._reserve(0.0) for _ in range(45)]  # 45 callers arriving at once
+    assert grants[:20] == pytest.approx([i * 0.0125 for i in range(20)])  # within the first quarter
+    assert grants[20] == pytest.approx(1.01)  # the 21st when the first leaves the window
+    assert all(b - a >= 0.0125 - 1e-9 for a, b in zip(grants, grants[1:], strict=False))
+    for i, start in enumerate(grants):  # never more than the limit in any window, wherever it starts
+        assert sum(1 for t in grants[i:] if t < start + 1.0) <= 20
+    # a caller arriving later, after a quiet spell, is granted at once
+    assert window._reserve(10.0) == 10.0
+
+
+async def test_window_paces_real_callers():
+    window = SlidingWindow(rate=20.0)
     t0 = time.monotonic()
-    times = await _grant_times(window, 45)
-    offsets = [t - t0 for t in times]
-    assert max(offsets[:20]) < 0.3  # the first second's worth within its first quarter
-    assert offsets[19] - offsets[0] >= 19 * 0.0125 * 0.95  # spread out, not all at once
-    assert all(1.0 <= o < 1.35 for o in offsets[20:40])  # the next 20 as the first leave the window
-    assert all(2.0 <= o < 2.4 for o in offsets[40:])
-    # never more than the limit in any window, wherever it starts
-    for i, start in enumerate(times):
-        assert sum(1 for t in times[i:] if t < start + 1.0) <= 20
+    times = await _grant_times(window, 25)
+    assert 1.0 <= times[-1] - t0 < 2.0  # the 21st to 25th wait for the window
+    assert times[19] - t0 >= 19 * 0.0125 * 0.95  # the first 20 are spread out, not all at once
 
 
 async def test_window_serves_waiters_in_arrival_order():
@@ -126,7 +133,7 @@ async def test_window_serves_waiters_in_arrival_order():
         done.append(i)
 
     elapsed = await _timed(asyncio.gather(*(one(i) for i in range(9))))
-    assert 2.0 <= elapsed < 2.3  # 4 in the first window, 4 after one window, 1 after two
+    assert 2.0 <= elapsed < 2.6  # 4 in the first window, 4 after one window, 1 after two
     assert done == list(range(9))
 
 
@@ -134,7 +141,7 @@ async def test_window_below_one_request_a_second():
     window = SlidingWindow(rate=0.5)  # 30 rpm: one request in any 2 s
     assert window.limit == 1 and window.window == pytest.approx(2.01) and window.gap == 0.5
     assert await _timed(window.acquire()) < 0.05
-    assert 1.95 <= await _timed(window.acquire()) < 2.2
+    assert 1.95 <= await _timed(window.acquire()) < 2.5
 
 
 async def test_window_block_for_and_validation():
@@ -172,9 +179,9 @@ async def test_unlimited_limiter_never_waits():
 async def test_rpm_limit():
     limiter = RateLimiter(rpm=600)  # at most 10 in any second, 25 ms apart
     t0 = time.perf_counter()
-    assert await _timed(asyncio.gather(*(limiter.acquire(1) for _ in range(10)))) < 0.3
+    assert await _timed(asyncio.gather(*(limiter.acquire(1) for _ in range(10)))) < 0.6
     await limiter.acquire(1)  # the 11th waits for the first to leave the window
-    assert 1.0 <= time.perf_counter() - t0 < 1.2
+    assert 1.0 <= time.perf_counter() - t0 < 1.5
 
 
 async def test_tpm_limit_and_settle_refund():
