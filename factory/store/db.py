@@ -225,6 +225,25 @@ def is_disk_full(exc: BaseException) -> bool:
     return "No space left on device" in text or "Disk quota exceeded" in text
 
 
+# DuckDB ART memory per PRIMARY KEY row: ~70 bytes for llm_calls' 32-hex keys (1.6M keys filled a
+# 128MB pool), ~20 for the slot keys (a 10k build's indexes: 11.75 MB in duckdb_memory()).
+CACHE_INDEX_BYTES = 72
+SLOT_INDEX_BYTES = 24
+WORKING_ROOM = 64 << 20  # what the pool keeps free besides the indexes
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def _parse_bytes(value: str) -> int | None:
+    """'128MB' -> bytes (DuckDB's units; decimal and binary); None for anything else."""
+    text = value.strip().upper().replace(" ", "")
+    digits = text.rstrip("KMGIB")
+    unit = text[len(digits) :]
+    try:
+        return int(float(digits) * _UNITS[unit])
+    except (ValueError, KeyError):
+        return None
+
+
 class Store:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -267,9 +286,21 @@ class Store:
         self.writes_committed = 0  # the number of the last batch committed
         self.failed: StoreError | None = None  # set when a write failed for lack of disk space
         self._cache: RequestCache | None = None
+        # The PRIMARY KEY indexes live in DuckDB's buffer pool and cannot be evicted (1.6M 32-hex
+        # keys filled a 128MB pool). Past a size the pool grows with them (_grow_memory_limit)
+        # instead of a build running out of memory at ~100k samples.
+        self._base_memory = _parse_bytes(config["memory_limit"])
+        self._memory_limit = self._base_memory
+        self._index_bytes = 0
         if not read_only:
             try:
                 self._create_tables()
+                for table, rows in self.con.execute(
+                    "SELECT table_name, estimated_size FROM duckdb_tables() WHERE has_primary_key"
+                ).fetchall():
+                    per_row = CACHE_INDEX_BYTES if table == "llm_calls" else SLOT_INDEX_BYTES
+                    self._index_bytes += per_row * int(rows or 0)
+                self._grow_memory_limit(0, 0)
             except BaseException:
                 self.con.close()
                 raise
@@ -410,6 +441,8 @@ class Store:
     ) -> None:
         """One transaction: the cache's entries (`cache_rows` detached for a background write, or
         None: those pending now) and the buffered rows."""
+        cache_n = len(cache_rows) if cache_rows is not None else (self._cache.pending if self._cache else 0)
+        slot_n = sum(len(rows) for table, rows in buffers.items() if self._has_pk(table))
         self.con.execute("BEGIN TRANSACTION").fetchall()
         try:
             if self._cache is not None:
@@ -431,12 +464,25 @@ class Store:
                 finally:
                     self.con.unregister("_batch")
             self.con.execute("COMMIT").fetchall()
+            self._grow_memory_limit(cache_n, slot_n)
         except BaseException:
             try:
                 self.con.execute("ROLLBACK").fetchall()
             except duckdb.Error:
                 pass  # an invalidated database (e.g. a failed write) has nothing to roll back
             raise
+
+    def _grow_memory_limit(self, cache_rows: int, slot_rows: int) -> None:
+        """Keep DuckDB's pool at least the PRIMARY KEY indexes plus WORKING_ROOM (and at least its
+        base), raised in steps of 64MB; never lowered. A 40k-sample build stays at the base."""
+        self._index_bytes += CACHE_INDEX_BYTES * cache_rows + SLOT_INDEX_BYTES * slot_rows
+        if self._base_memory is None:
+            return  # a limit we cannot read (e.g. a percentage): left as given
+        want = max(self._base_memory, self._index_bytes + WORKING_ROOM)
+        if want > self._memory_limit:
+            step = 64 << 20
+            self._memory_limit = -(-want // step) * step
+            self.con.execute(f"SET memory_limit = '{self._memory_limit >> 20}MiB'").fetchall()
 
     def _shutdown_executor(self) -> None:
         if self._executor is not None:

@@ -1,0 +1,39 @@
+"""DuckDB's buffer pool grows with the PRIMARY KEY indexes, which it cannot evict."""
+
+from __future__ import annotations
+
+from factory.store import db as store_db
+from factory.store.db import Store, _parse_bytes
+
+
+def _limit_mib(store: Store) -> float:
+    shown = store.query("SELECT current_setting('memory_limit')")[0][0]  # e.g. '244.1 MiB'
+    value, unit = shown.split()
+    return float(value) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+
+def test_the_pool_grows_with_indexed_rows_and_starts_from_them_on_reopen(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACTORY_DUCKDB_MEMORY", raising=False)
+    monkeypatch.setattr(store_db, "SLOT_INDEX_BYTES", 1 << 20)  # 1 MiB a row: visible with few rows
+    db = tmp_path / "m.duckdb"
+    store = Store(db)
+    start = _limit_mib(store)
+    assert 115 <= start <= 128  # the 128MB default
+    for slot in range(100):
+        store.add("slot_status", {"slot": slot, "status": "accepted", "reason": ""})
+    store.add("filter_log", {"slot": 0, "stage": "x", "reason": "y", "detail": ""})  # no key: not counted
+    store.flush()
+    grown = _limit_mib(store)
+    assert grown >= 64 + 100 and grown % 64 == 0  # 100 rows + the working room, in 64 MiB steps
+    assert grown > start
+    store.close()
+    reopened = Store(db)  # the rows already indexed count from the start
+    assert _limit_mib(reopened) >= 64 + 100
+    reopened.close()
+
+
+def test_parse_bytes():
+    assert _parse_bytes("128MB") == 128_000_000
+    assert _parse_bytes("1GiB") == 1 << 30
+    assert _parse_bytes("512 MiB") == 512 << 20
+    assert _parse_bytes("80%") is None
