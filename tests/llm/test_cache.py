@@ -42,14 +42,16 @@ def _journal(db: Path) -> Path:
     return db.with_suffix(db.suffix + ".journal")
 
 
-def _put(cache: RequestCache, key: str, text: str, tokens: tuple[int, int] = (3, 4)) -> None:
+def _put(
+    cache: RequestCache, key: str, text: str, tokens: tuple[int, int] = (3, 4), request_json: str = "[]"
+) -> None:
     cache.put(
         key,
         provider="openai",
         model="m",
         stage="s",
         prompt_hash="ph",
-        request_json="[]",
+        request_json=request_json,
         completion=RawCompletion(
             text=text,
             finish_reason="stop",
@@ -369,19 +371,7 @@ def test_background_write_keeps_answers_and_the_journal_tail(tmp_path):
 
 def _put_request(cache: RequestCache, key: str, messages: list[dict]) -> str:
     request_json = orjson.dumps(messages).decode()
-    cache.put(
-        key,
-        provider="openai",
-        model="m",
-        stage="s",
-        prompt_hash="ph",
-        request_json=request_json,
-        completion=RawCompletion(
-            text="{}", finish_reason="stop", model="m", usage=Usage(input_tokens=1, output_tokens=1)
-        ),
-        cost_usd=0.0,
-        latency_s=0.0,
-    )
+    _put(cache, key, "{}", request_json=request_json)
     return request_json
 
 
