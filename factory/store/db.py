@@ -244,6 +244,23 @@ def _parse_bytes(value: str) -> int | None:
         return None
 
 
+def _duckdb_config() -> dict[str, str]:
+    """DuckDB's settings for a store: `FACTORY_DUCKDB_MEMORY` (default 128MB) and, when set,
+    `FACTORY_DUCKDB_THREADS`; a value DuckDB would refuse is a one-line StoreError naming it."""
+    memory = os.environ.get("FACTORY_DUCKDB_MEMORY", "128MB")
+    if _parse_bytes(memory) is None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", memory):
+        raise StoreError(f"FACTORY_DUCKDB_MEMORY={memory!r}: expected a size such as 128MB or 1GiB")
+    config = {"memory_limit": memory}
+    threads = os.environ.get("FACTORY_DUCKDB_THREADS")
+    if threads:
+        if not threads.strip().isdigit() or int(threads) < 1:
+            raise StoreError(
+                f"FACTORY_DUCKDB_THREADS={threads!r}: expected a whole number of threads, 1 or more"
+            )
+        config["threads"] = threads.strip()
+    return config
+
+
 class Store:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -264,9 +281,7 @@ class Store:
         # replayed 2,000 entries at a time, so replay fits too). Peak RSS of a 3,000-sample build
         # (bench/build_scale.py): 589 MB with 256MB and the default allocators; about 390 MB with
         # 128MB, store/allocators.py and long system prompts stored once (llm_prompts).
-        config = {"memory_limit": os.environ.get("FACTORY_DUCKDB_MEMORY", "128MB")}
-        if os.environ.get("FACTORY_DUCKDB_THREADS"):
-            config["threads"] = os.environ["FACTORY_DUCKDB_THREADS"]
+        config = _duckdb_config()
         if not read_only:
             limit_allocator_retention()
         if not read_only and self.path.exists() and self.path.stat().st_size > 0:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from factory.store import db as store_db
-from factory.store.db import Store, _parse_bytes
+from factory.store.db import Store, StoreError, _parse_bytes
 
 
 def _limit_mib(store: Store) -> float:
@@ -37,3 +39,31 @@ def test_parse_bytes():
     assert _parse_bytes("1GiB") == 1 << 30
     assert _parse_bytes("512 MiB") == 512 << 20
     assert _parse_bytes("80%") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "FACTORY_DUCKDB_MEMORY",
+            "lots",
+            "FACTORY_DUCKDB_MEMORY='lots': expected a size such as 128MB or 1GiB",
+        ),
+        (
+            "FACTORY_DUCKDB_THREADS",
+            "abc",
+            "FACTORY_DUCKDB_THREADS='abc': expected a whole number of threads, 1 or more",
+        ),
+        (
+            "FACTORY_DUCKDB_THREADS",
+            "0",
+            "FACTORY_DUCKDB_THREADS='0': expected a whole number of threads, 1 or more",
+        ),
+    ],
+)
+def test_a_bad_duckdb_setting_is_one_line_naming_the_variable(tmp_path, monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(StoreError) as err:
+        Store(tmp_path / "s.duckdb")
+    assert str(err.value) == message
+    assert not (tmp_path / "s.duckdb").exists()  # refused before the file was created
