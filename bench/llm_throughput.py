@@ -40,9 +40,10 @@ class Verdict(BaseModel):
     explanation: str = Field(max_length=200)
 
 
-# Every implementation makes one untimed call before the timed ones: the first call of a process
-# creates the SDK client (and imports its modules lazily), about 0.1 s that a long build pays once.
-# The connections for the first wave of requests are still opened inside the timed part.
+# Every implementation makes one untimed call before the timed ones (`await one(-1)`): the first
+# call of a process creates the SDK client (and imports its modules lazily), about 0.1 s that a long
+# build pays once. The connections for the first wave of requests are still opened inside the timed
+# part. The server counts the warm-up call too.
 WARM_UP = 1
 
 
@@ -206,7 +207,7 @@ def run_scenario(
                 else None,
                 "client_cpu_ms_per_call": round(1000 * res["cpu_s"] / n, 3),
                 "server_requests": stats.get("requests"),
-                "server_429s": stats.get("requests", 0) - n - 1,  # 1: the warm-up call
+                "server_429s": stats.get("requests", 0) - n - WARM_UP,
             }
         )
         print(json.dumps(rows[-1]), flush=True)

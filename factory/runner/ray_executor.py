@@ -89,7 +89,8 @@ class SharedLimiter:
     def _bucket(self, endpoint: str, kind: str, rate: float) -> TokenBucket:
         bucket = self.buckets.get((endpoint, kind))
         if bucket is None:
-            # the capacities of RateLimiter's own buckets: small request bursts, 1 s of tokens
+            # requests: a token bucket with small bursts (1/20 s; RateLimiter's own is a SlidingWindow,
+            # not leased yet); tokens: 1 s of them, as RateLimiter's token bucket
             capacity = max(1.0, rate / 20) if kind == "requests" else rate
             bucket = self.buckets[(endpoint, kind)] = TokenBucket(rate, capacity=capacity)
         return bucket

@@ -5,7 +5,8 @@ from Python rows). With pyarrow's default pool (mimalloc) and glibc's one-arena-
 the memory of those transient batches is kept by the allocators and resident memory climbs by
 hundreds of MB over a build, although nothing live grows. Measured on a 3,000-sample build
 (bench/build_scale.py): peak RSS 589 MB with the defaults, 551 MB with Arrow's system pool alone,
-451 MB with both and DuckDB's buffer pool at 128MB (store/db.py).
+595 MB with two malloc arenas alone; with both, DuckDB's pool at 128MB (store/db.py) and the system
+prompts stored once, 384-400 MB (bench/README.md has the table).
 """
 
 from __future__ import annotations
