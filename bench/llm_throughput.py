@@ -237,7 +237,7 @@ def main() -> None:
         )
     if args.only in (None, "latency"):
         results += run_scenario(
-            "c=100, 0.5 s latency, 200 rps limit", 0.5, 200.0, 100, int(2000 * scale), loop
+            "c=100, 0.5 s latency, 200 rps limit", 0.5, 200.0, 100, int(2000 * scale), loop, impls
         )
     if args.only in (None, "rate"):
         results += run_scenario(

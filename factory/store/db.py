@@ -161,13 +161,35 @@ def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         return
     if not rows or rows[0][0] is None or rows[0][1] is None:
         return
-    expected = _HEADERS + int(rows[0][0]) * int(rows[0][1])
+    block_size = int(rows[0][0])
+    if size >= _HEADERS + block_size * int(rows[0][1]):
+        return
+    # DuckDB cuts free blocks off the end of the file at a checkpoint but its header still counts
+    # them, so a shorter file is only cut short if it lacks a block the tables' data lives in.
+    try:
+        last = _last_data_block(con)
+    except duckdb.Error:
+        return
+    expected = _HEADERS + block_size * (last + 1)
     if size < expected:
         raise StoreCorruptError(
-            f"{path} is not a readable DuckDB database (it is {size} bytes but its header describes "
+            f"{path} is not a readable DuckDB database (it is {size} bytes but its data reaches "
             f"{expected}: the file was cut short); restore it from a backup or use another --db "
             f"(nothing was changed)"
         )
+
+
+def _last_data_block(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest block id any table's stored data is in (-1: none)."""
+    last = -1
+    for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall():
+        quoted = table.replace("'", "''")
+        row = con.execute(
+            "SELECT max(block_id), max(list_max(additional_block_ids)) "
+            f"FROM pragma_storage_info('{quoted}') WHERE persistent"
+        ).fetchall()[0]
+        last = max([last, *(int(b) for b in row if b is not None)])
+    return last
 
 
 def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
