@@ -182,11 +182,16 @@ def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 def _last_data_block(con: duckdb.DuckDBPyConnection) -> int:
     """The highest block id any table's stored data is in (-1: none)."""
     last = -1
-    for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall():
-        quoted = table.replace("'", "''")
+    tables = con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND NOT temporary"
+    ).fetchall()
+    for schema, table in tables:
+        name = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
         row = con.execute(
             "SELECT max(block_id), max(list_max(additional_block_ids)) "
-            f"FROM pragma_storage_info('{quoted}') WHERE persistent"
+            "FROM pragma_storage_info(?) WHERE persistent",
+            [name],
         ).fetchall()[0]
         last = max([last, *(int(b) for b in row if b is not None)])
     return last
