@@ -142,9 +142,8 @@ _INT_COLUMNS = ("input_tokens", "output_tokens", "cached_input_tokens")
 _FLOAT_COLUMNS = ("cost_usd", "latency_s", "created_at")
 _INT64 = 1 << 63
 _WARN_LINES = 5  # journal lines warned about one by one; the rest are counted
-REPLAY_CHUNK = (
-    500  # journal entries per INSERT on replay (bounded memory: 2,000 entries of 6 KB need 80-96MB)
-)
+# journal entries per INSERT on replay (bounded memory: 2,000 entries of 6 KB need 80-96MB)
+REPLAY_CHUNK = 500
 
 
 class KeyFilter:
