@@ -32,6 +32,7 @@ left there (a driver or worker killed mid-slot).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -622,7 +623,10 @@ class RequestCache:
                     f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}) SELECT * FROM _calls_batch"
                 ).fetchall()
             finally:
-                self.con.unregister("_calls_batch")
+                # after a failed statement DuckDB refuses this too ("Current transaction is
+                # aborted"), which would hide the error that matters (an out-of-memory, say)
+                with contextlib.suppress(duckdb.Error):
+                    self.con.unregister("_calls_batch")
 
     def _split_prompts(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """The rows as stored (long system prompts replaced by their digest) and the prompts of

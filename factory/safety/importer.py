@@ -14,6 +14,7 @@ Re-importing a source replaces its rows. `--traces` attaches reasoning traces (s
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -379,6 +380,8 @@ def import_source(
 
 
 def _write(db: Path, source: str, rows: list[dict[str, Any]]) -> None:
+    import duckdb
+
     from factory.store.db import Store, StoreError
 
     store = Store(db)
@@ -397,7 +400,10 @@ def _write(db: Path, source: str, rows: list[dict[str, Any]]) -> None:
                     try:
                         con.execute("INSERT INTO safety_samples SELECT * FROM _safety_batch").fetchall()
                     finally:
-                        con.unregister("_safety_batch")
+                        # after a failed statement DuckDB refuses this too ("Current transaction is
+                        # aborted"), which would hide the error that matters (an out-of-memory, say)
+                        with contextlib.suppress(duckdb.Error):
+                            con.unregister("_safety_batch")
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
@@ -405,8 +411,6 @@ def _write(db: Path, source: str, rows: list[dict[str, Any]]) -> None:
     except Exception as exc:
         if isinstance(exc, StoreError | ConfigError):
             raise
-        import duckdb
-
         if isinstance(exc, duckdb.Error):
             raise StoreError(
                 f"cannot write the safety samples to {db}: {' '.join(str(exc).split())}"

@@ -15,6 +15,7 @@ replaced by a new database when a build opens it).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno
 import logging
 import os
@@ -504,7 +505,10 @@ class Store:
                     verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
                     self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch").fetchall()
                 finally:
-                    self.con.unregister("_batch")
+                    # after a failed statement DuckDB refuses this too ("Current transaction is
+                    # aborted"), which would hide the error that matters (an out-of-memory, say)
+                    with contextlib.suppress(duckdb.Error):
+                        self.con.unregister("_batch")
             self.con.execute("COMMIT").fetchall()
             self._grow_memory_limit(cache_n, slot_n)
         except BaseException:

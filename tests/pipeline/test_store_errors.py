@@ -354,3 +354,36 @@ def test_disk_full_at_the_final_checkpoint(tiny_fs: Path, tmp_path: Path, caplog
         assert con.execute("SELECT count(*) FROM filter_log").fetchall() == [(written,)]
     finally:
         con.close()
+
+
+class _FailingInsert:
+    """The store's connection, except that its INSERT into slot_status runs a statement DuckDB
+    refuses (aborting the transaction, as an out-of-memory error does)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def execute(self, sql: str, *args: object):
+        if sql.startswith("INSERT OR REPLACE INTO slot_status"):
+            sql = "SELECT CAST('not a number' AS INTEGER)"
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+
+def test_a_failed_write_reports_duckdbs_own_error(tmp_path: Path) -> None:
+    """After a failed INSERT, DuckDB refuses even the unregister of the batch ("Current transaction
+    is aborted"); that must not replace the error that says what went wrong."""
+    store = Store(tmp_path / "s.duckdb")
+    real = store.con
+    store.con = _FailingInsert(real)  # type: ignore[assignment]
+    store.add("slot_status", {"slot": 1, "status": "accepted", "reason": ""})
+    with pytest.raises(StoreError) as err:
+        store.flush()
+    message = _one_line(err.value)
+    assert "not a number" in message and "Current transaction is aborted" not in message
+    store.con = real  # the fault is gone: the rows kept in the buffers are written now
+    store.flush()
+    assert store.query("SELECT slot, status FROM slot_status") == [(1, "accepted")]
+    store.close()

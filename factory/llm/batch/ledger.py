@@ -17,6 +17,7 @@ is never looked at again.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -93,7 +94,10 @@ class BatchLedger:
                 try:
                     self.con.execute("INSERT INTO batch_requests SELECT * FROM _batch_requests").fetchall()
                 finally:
-                    self.con.unregister("_batch_requests")
+                    # after a failed statement DuckDB refuses this too ("Current transaction is
+                    # aborted"), which would hide the error that matters (an out-of-memory, say)
+                    with contextlib.suppress(duckdb.Error):
+                        self.con.unregister("_batch_requests")
                 self.con.execute("COMMIT").fetchall()
             except BaseException:
                 try:
