@@ -32,7 +32,6 @@ left there (a driver or worker killed mid-slot).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
@@ -48,6 +47,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from factory.duckdb_views import registered
 from factory.errors import ConfigError
 from factory.llm.types import RawCompletion, Usage
 
@@ -616,17 +616,11 @@ class RequestCache:
                 self.con.executemany(
                     "INSERT OR IGNORE INTO llm_prompts VALUES (?, ?)", [[d, c] for d, c in prompts.items()]
                 )
-            self.con.register("_calls_batch", table)
-            try:
+            with registered(self.con, "_calls_batch", table):
                 # columns by name: the insert does not depend on the table's column order
                 self.con.execute(
                     f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}) SELECT * FROM _calls_batch"
                 ).fetchall()
-            finally:
-                # after a failed statement DuckDB refuses this too ("Current transaction is
-                # aborted"), which would hide the error that matters (an out-of-memory, say)
-                with contextlib.suppress(duckdb.Error):
-                    self.con.unregister("_calls_batch")
 
     def _split_prompts(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """The rows as stored (long system prompts replaced by their digest) and the prompts of

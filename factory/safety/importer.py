@@ -14,7 +14,6 @@ Re-importing a source replaces its rows. `--traces` attaches reasoning traces (s
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
@@ -31,6 +30,7 @@ from urllib.parse import urlparse
 import orjson
 import pyarrow as pa
 
+from factory.duckdb_views import registered
 from factory.errors import ConfigError
 from factory.safety.sources import AGENT, HUB_IDS, READERS, Parsed
 from factory.safety.taxonomy import (
@@ -380,8 +380,6 @@ def import_source(
 
 
 def _write(db: Path, source: str, rows: list[dict[str, Any]]) -> None:
-    import duckdb
-
     from factory.store.db import Store, StoreError
 
     store = Store(db)
@@ -396,14 +394,8 @@ def _write(db: Path, source: str, rows: list[dict[str, Any]]) -> None:
                     schema = con.sql("SELECT * FROM safety_samples LIMIT 0").to_arrow_table().schema
                     cols = schema.names
                     table = pa.Table.from_pylist([{c: r[c] for c in cols} for r in rows], schema=schema)
-                    con.register("_safety_batch", table)
-                    try:
+                    with registered(con, "_safety_batch", table):
                         con.execute("INSERT INTO safety_samples SELECT * FROM _safety_batch").fetchall()
-                    finally:
-                        # after a failed statement DuckDB refuses this too ("Current transaction is
-                        # aborted"), which would hide the error that matters (an out-of-memory, say)
-                        with contextlib.suppress(duckdb.Error):
-                            con.unregister("_safety_batch")
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
@@ -411,6 +403,8 @@ def _write(db: Path, source: str, rows: list[dict[str, Any]]) -> None:
     except Exception as exc:
         if isinstance(exc, StoreError | ConfigError):
             raise
+        import duckdb
+
         if isinstance(exc, duckdb.Error):
             raise StoreError(
                 f"cannot write the safety samples to {db}: {' '.join(str(exc).split())}"

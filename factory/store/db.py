@@ -15,7 +15,6 @@ replaced by a new database when a build opens it).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import errno
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from factory.duckdb_views import registered
 from factory.llm.cache import CACHE_DDL, RequestCache, check_journal_path
 from factory.store.allocators import limit_allocator_retention
 from factory.store.live_status import describe_live_status
@@ -500,15 +500,9 @@ class Store:
                 arrow = pa.Table.from_pylist(
                     [{c: r.get(c) for c in cols} for r in rows], schema=self._arrow_schema(table)
                 )
-                self.con.register("_batch", arrow)
-                try:
-                    verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
+                verb = "INSERT OR REPLACE" if self._has_pk(table) else "INSERT"
+                with registered(self.con, "_batch", arrow):
                     self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch").fetchall()
-                finally:
-                    # after a failed statement DuckDB refuses this too ("Current transaction is
-                    # aborted"), which would hide the error that matters (an out-of-memory, say)
-                    with contextlib.suppress(duckdb.Error):
-                        self.con.unregister("_batch")
             self.con.execute("COMMIT").fetchall()
             self._grow_memory_limit(cache_n, slot_n)
         except BaseException:

@@ -17,13 +17,14 @@ is never looked at again.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+
+from factory.duckdb_views import registered
 
 BATCH_DDL = """
 CREATE TABLE IF NOT EXISTS batch_jobs (
@@ -90,14 +91,8 @@ class BatchLedger:
                     "INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?, ?, ?, 'submitted', NULL, '')",
                     [job_id, endpoint, base_url, time.time(), len(requests)],
                 ).fetchall()
-                self.con.register("_batch_requests", rows)
-                try:
+                with registered(self.con, "_batch_requests", rows):
                     self.con.execute("INSERT INTO batch_requests SELECT * FROM _batch_requests").fetchall()
-                finally:
-                    # after a failed statement DuckDB refuses this too ("Current transaction is
-                    # aborted"), which would hide the error that matters (an out-of-memory, say)
-                    with contextlib.suppress(duckdb.Error):
-                        self.con.unregister("_batch_requests")
                 self.con.execute("COMMIT").fetchall()
             except BaseException:
                 try:
