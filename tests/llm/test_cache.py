@@ -466,3 +466,66 @@ def test_a_journal_larger_than_the_buffer_pool_replays(tmp_path, monkeypatch):
         assert _journal(db).stat().st_size == 0
     finally:
         store.close()
+
+
+def _old_cache_ddl() -> str:
+    """llm_calls as files before `key_id` have it: the index on the 32-character key."""
+    from factory.llm.cache import CACHE_DDL
+
+    ddl = CACHE_DDL.replace(",\n    key_id UHUGEINT PRIMARY KEY", "").replace(
+        "key VARCHAR,", "key VARCHAR PRIMARY KEY,"
+    )
+    assert "key_id" not in ddl and "key VARCHAR PRIMARY KEY" in ddl
+    return ddl
+
+
+def test_a_new_file_indexes_the_key_digest_and_answers_by_the_key_itself(stores, tmp_path):
+    db = tmp_path / "c.duckdb"
+    store = stores(db)
+    cache = store.cache
+    assert cache.by_key_id
+    keys = [f"{i:032x}" for i in range(300)]
+    for i, key in enumerate(keys):
+        _put(cache, key, f"answer {i}")
+    store.flush()
+    store.close()
+    store = stores(db)
+    cache = store.cache
+    # the primary key is the digest, the key column is not indexed
+    (pk,) = store.query(
+        "SELECT constraint_column_names FROM duckdb_constraints() "
+        "WHERE table_name = 'llm_calls' AND constraint_type = 'PRIMARY KEY'"
+    )[0]
+    assert pk == ["key_id"]
+    assert store.query("SELECT count(*) FROM llm_calls WHERE key_id = md5_number(key)") == [(300,)]
+    assert [cache.get(k).text for k in keys[::37]] == [f"answer {i}" for i in range(0, 300, 37)]
+    # a row whose digest matches but whose key does not is not an answer for that key
+    store.query("UPDATE llm_calls SET key = 'someone else' WHERE key = ?", [keys[5]])
+    assert keys[5] not in cache and cache.get(keys[5]) is None
+    # the same key journaled twice (a replay after a crash) is stored once
+    _put(cache, keys[6], "again")
+    store.flush()
+    assert store.query("SELECT count(*), min(text) FROM llm_calls WHERE key = ?", [keys[6]]) == [
+        (1, "answer 6")
+    ]
+
+
+def test_a_file_indexed_by_the_key_itself_keeps_working(stores, tmp_path):
+    import duckdb
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(_old_cache_ddl())
+    con.close()
+    store = stores(db)
+    cache = store.cache
+    assert not cache.by_key_id
+    _put(cache, "a" * 32, "first")
+    store.flush()
+    _put(cache, "a" * 32, "second")  # replayed twice: the first answer stays
+    _put(cache, "b" * 32, "other")
+    store.close()
+    store = stores(db)
+    assert store.cache.get("a" * 32).text == "first" and "b" * 32 in store.cache
+    assert store.query("SELECT count(*) FROM llm_calls") == [(2,)]
+    assert "key_id" not in [c for c in store.columns("llm_calls")]
