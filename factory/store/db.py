@@ -253,9 +253,11 @@ def is_disk_full(exc: BaseException) -> bool:
     return "No space left on device" in text or "Disk quota exceeded" in text
 
 
-# DuckDB ART memory per PRIMARY KEY row: ~70 bytes for llm_calls' 32-hex keys (1.6M keys filled a
-# 128MB pool), ~20 for the slot keys (a 10k build's indexes: 11.75 MB in duckdb_memory()).
-CACHE_INDEX_BYTES = 72
+# DuckDB ART memory per PRIMARY KEY row: ~50 bytes for llm_calls' key_id (UHUGEINT), ~72 in files
+# from before it, indexed by the 32-hex key (1.6M keys filled a 128MB pool); ~20 for the slot keys
+# (a 10k build's indexes: 11.75 MB in duckdb_memory()).
+CACHE_INDEX_BYTES = 50
+CACHE_INDEX_BYTES_OLD = 72
 SLOT_INDEX_BYTES = 24
 WORKING_ROOM = 64 << 20  # what the pool keeps free besides the indexes
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -335,13 +337,17 @@ class Store:
         self._base_memory = _parse_bytes(config["memory_limit"])
         self._memory_limit = self._base_memory
         self._index_bytes = 0
+        self._cache_index_bytes = CACHE_INDEX_BYTES
         if not read_only:
             try:
                 self._create_tables()
+                self._cache_index_bytes = (
+                    CACHE_INDEX_BYTES if "key_id" in self.columns("llm_calls") else CACHE_INDEX_BYTES_OLD
+                )
                 for table, rows in self.con.execute(
                     "SELECT table_name, estimated_size FROM duckdb_tables() WHERE has_primary_key"
                 ).fetchall():
-                    per_row = CACHE_INDEX_BYTES if table == "llm_calls" else SLOT_INDEX_BYTES
+                    per_row = self._cache_index_bytes if table == "llm_calls" else SLOT_INDEX_BYTES
                     self._index_bytes += per_row * int(rows or 0)
                 self._grow_memory_limit(0, 0)
             except BaseException:
@@ -515,7 +521,7 @@ class Store:
     def _grow_memory_limit(self, cache_rows: int, slot_rows: int) -> None:
         """Keep DuckDB's pool at least the PRIMARY KEY indexes plus WORKING_ROOM (and at least its
         base), raised in steps of 64MB; never lowered. A 40k-sample build stays at the base."""
-        self._index_bytes += CACHE_INDEX_BYTES * cache_rows + SLOT_INDEX_BYTES * slot_rows
+        self._index_bytes += self._cache_index_bytes * cache_rows + SLOT_INDEX_BYTES * slot_rows
         if self._base_memory is None:
             return  # a limit we cannot read (e.g. a percentage): left as given
         want = max(self._base_memory, self._index_bytes + WORKING_ROOM)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from factory.llm.cache import CACHE_DDL
 from factory.llm.types import GenParams, LLMRequest, Message
 
 PROVIDERS = ("openai", "anthropic", "google")
@@ -37,3 +38,12 @@ def request(
 def expected_tokens(n_chars: int) -> int:
     """The fake server's token count for n characters."""
     return n_chars // 4 + 1
+
+
+def old_cache_ddl() -> str:
+    """llm_calls as files from before `key_id` have it: the PRIMARY KEY on the 32-character key."""
+    ddl = CACHE_DDL.replace(",\n    key_id UHUGEINT PRIMARY KEY", "").replace(
+        "key VARCHAR,", "key VARCHAR PRIMARY KEY,"
+    )
+    assert "key_id" not in ddl and "key VARCHAR PRIMARY KEY" in ddl
+    return ddl

@@ -15,7 +15,7 @@ from factory.llm.fingerprint import request_key
 from factory.llm.pricing import Price, PriceTable
 from factory.llm.types import GenParams, RawCompletion, Usage
 from factory.store.db import Store
-from tests.llm.helpers import MODELS, PROVIDERS, Verdict, request
+from tests.llm.helpers import MODELS, PROVIDERS, Verdict, old_cache_ddl, request
 
 PRICES = PriceTable({m: Price(input=1000.0, output=3000.0) for m in MODELS.values()})
 
@@ -468,17 +468,6 @@ def test_a_journal_larger_than_the_buffer_pool_replays(tmp_path, monkeypatch):
         store.close()
 
 
-def _old_cache_ddl() -> str:
-    """llm_calls as files before `key_id` have it: the index on the 32-character key."""
-    from factory.llm.cache import CACHE_DDL
-
-    ddl = CACHE_DDL.replace(",\n    key_id UHUGEINT PRIMARY KEY", "").replace(
-        "key VARCHAR,", "key VARCHAR PRIMARY KEY,"
-    )
-    assert "key_id" not in ddl and "key VARCHAR PRIMARY KEY" in ddl
-    return ddl
-
-
 def test_a_new_file_indexes_the_key_digest_and_answers_by_the_key_itself(stores, tmp_path):
     db = tmp_path / "c.duckdb"
     store = stores(db)
@@ -515,7 +504,7 @@ def test_a_file_indexed_by_the_key_itself_keeps_working(stores, tmp_path):
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    con.execute(_old_cache_ddl())
+    con.execute(old_cache_ddl())
     con.close()
     store = stores(db)
     cache = store.cache

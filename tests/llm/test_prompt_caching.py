@@ -97,17 +97,15 @@ def test_price_without_a_cached_rate_bills_cached_tokens_as_input():
 def test_a_file_from_before_the_cached_tokens_column_is_migrated(tmp_path):
     import duckdb
 
-    from factory.llm.cache import CACHE_DDL
+    from tests.llm.helpers import old_cache_ddl
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     old_ddl = (
-        CACHE_DDL.replace(",\n    cached_input_tokens BIGINT", "")
+        old_cache_ddl()
+        .replace(",\n    cached_input_tokens BIGINT", "")
         .replace(",\n    system_ref VARCHAR", "")
-        .replace(",\n    key_id UHUGEINT PRIMARY KEY", "")
-        .replace("key VARCHAR,", "key VARCHAR PRIMARY KEY,")
     )
-    assert "key_id" not in old_ddl
     con.execute(old_ddl.replace(",\n    slot BIGINT", ""))
     con.execute(
         "INSERT INTO llm_calls VALUES ('k0', 'openai', 'm', 's', 'ph', '[]', 'old', 'stop', 5, 2, 0.0, 0.0, "

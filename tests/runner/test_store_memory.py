@@ -67,3 +67,41 @@ def test_a_bad_duckdb_setting_is_one_line_naming_the_variable(tmp_path, monkeypa
         Store(tmp_path / "s.duckdb")
     assert str(err.value) == message
     assert not (tmp_path / "s.duckdb").exists()  # refused before the file was created
+
+
+@pytest.mark.parametrize(("old_file", "mib_per_row"), [(False, 1), (True, 2)])
+def test_the_pool_counts_the_cache_index_by_its_key_type(tmp_path, monkeypatch, old_file, mib_per_row):
+    """A file whose cache index is key_id counts CACHE_INDEX_BYTES a row, one indexed by the
+    32-character key (from before key_id) CACHE_INDEX_BYTES_OLD."""
+    import duckdb
+
+    from factory.llm.types import RawCompletion, Usage
+    from tests.llm.helpers import old_cache_ddl
+
+    monkeypatch.delenv("FACTORY_DUCKDB_MEMORY", raising=False)
+    monkeypatch.setattr(store_db, "CACHE_INDEX_BYTES", 1 << 20)
+    monkeypatch.setattr(store_db, "CACHE_INDEX_BYTES_OLD", 2 << 20)
+    db = tmp_path / "c.duckdb"
+    if old_file:
+        con = duckdb.connect(str(db))
+        con.execute(old_cache_ddl())
+        con.close()
+    store = Store(db)
+    try:
+        for i in range(100):
+            store.cache.put(
+                f"{i:032x}",
+                provider="openai",
+                model="m",
+                stage="s",
+                prompt_hash="ph",
+                request_json="[]",
+                completion=RawCompletion(text="t", finish_reason="stop", model="m", usage=Usage()),
+                cost_usd=0.0,
+                latency_s=0.0,
+            )
+        store.flush()
+        grown = _limit_mib(store)
+        assert 64 + 100 * mib_per_row <= grown < 64 + 100 * mib_per_row + 64
+    finally:
+        store.close()
