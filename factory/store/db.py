@@ -254,12 +254,19 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 # DuckDB ART memory per PRIMARY KEY row: ~50 bytes for llm_calls' key_id (UHUGEINT), ~72 in files
-# from before it, indexed by the 32-hex key (1.6M keys filled a 128MB pool); ~20 for the slot keys
-# (a 10k build's indexes: 11.75 MB in duckdb_memory()).
+# from before it, indexed by the 32-hex key (1.6M keys filled a 128MB pool). The slot tables' keys
+# come in order, so their indexes stay small: about 1 MiB a table plus a few bytes a row (measured
+# with 10k and 40k slots inserted 40 at a time: 1.2 and 1.5 MiB; (slot, rule_index): 2.2 and 3.2).
 CACHE_INDEX_BYTES = 50
 CACHE_INDEX_BYTES_OLD = 72
-SLOT_INDEX_BYTES = 24
-WORKING_ROOM = 64 << 20  # what the pool keeps free besides the indexes
+SLOT_INDEX_BYTES = 8
+TABLE_INDEX_BYTES = 1 << 20  # each indexed table's own
+# What the pool holds besides the indexes while a store is written. DuckDB's checkpoints take
+# pool memory up to the limit (60-100 MB above the resident set in a synthetic 60,000-row insert
+# with a 128MB pool, 35 MB with 48MB), so the pool is kept to the indexes plus this.
+WORKING_ROOM = 48 << 20
+POOL_STEP = 16 << 20
+READ_POOL = "128MB"  # read-only opens (export, stats) when FACTORY_DUCKDB_MEMORY is not set
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -275,9 +282,10 @@ def _parse_bytes(value: str) -> int | None:
 
 
 def _duckdb_config() -> dict[str, str]:
-    """DuckDB's settings for a store: `FACTORY_DUCKDB_MEMORY` (default 128MB) and, when set,
-    `FACTORY_DUCKDB_THREADS`; a value DuckDB would refuse is a one-line StoreError naming it."""
-    memory = os.environ.get("FACTORY_DUCKDB_MEMORY", "128MB")
+    """DuckDB's settings for a store: `FACTORY_DUCKDB_MEMORY` (default READ_POOL; a written store
+    then sizes its pool itself, see Store._size_pool) and, when set, `FACTORY_DUCKDB_THREADS`; a
+    value DuckDB would refuse is a one-line StoreError naming it."""
+    memory = os.environ.get("FACTORY_DUCKDB_MEMORY", READ_POOL)
     if _parse_bytes(memory) is None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", memory):
         raise StoreError(f"FACTORY_DUCKDB_MEMORY={memory!r}: expected a size such as 128MB or 1GiB")
     config = {"memory_limit": memory}
@@ -332,10 +340,11 @@ class Store:
         self.failed: StoreError | None = None  # set when a write failed for lack of disk space
         self._cache: RequestCache | None = None
         # The PRIMARY KEY indexes live in DuckDB's buffer pool and cannot be evicted (1.6M 32-hex
-        # keys filled a 128MB pool). Past a size the pool grows with them (_grow_memory_limit)
-        # instead of a build running out of memory at ~100k samples.
-        self._base_memory = _parse_bytes(config["memory_limit"])
-        self._memory_limit = self._base_memory
+        # keys filled a 128MB pool), so a written store's pool follows them (_size_pool): the
+        # indexes plus WORKING_ROOM, at least FACTORY_DUCKDB_MEMORY when that is set.
+        explicit = bool(os.environ.get("FACTORY_DUCKDB_MEMORY"))
+        self._base_memory = _parse_bytes(config["memory_limit"]) if explicit else 0
+        self._memory_limit: int | None = self._base_memory if explicit else None  # None: as connected
         self._index_bytes = 0
         self._cache_index_bytes = CACHE_INDEX_BYTES
         if not read_only:
@@ -348,8 +357,8 @@ class Store:
                     "SELECT table_name, estimated_size FROM duckdb_tables() WHERE has_primary_key"
                 ).fetchall():
                     per_row = self._cache_index_bytes if table == "llm_calls" else SLOT_INDEX_BYTES
-                    self._index_bytes += per_row * int(rows or 0)
-                self._grow_memory_limit(0, 0)
+                    self._index_bytes += TABLE_INDEX_BYTES + per_row * int(rows or 0)
+                self._size_pool(0, 0)
             except BaseException:
                 self.con.close()
                 raise
@@ -510,7 +519,7 @@ class Store:
                 with registered(self.con, "_batch", arrow):
                     self.con.execute(f"{verb} INTO {table} SELECT * FROM _batch").fetchall()
             self.con.execute("COMMIT").fetchall()
-            self._grow_memory_limit(cache_n, slot_n)
+            self._size_pool(cache_n, slot_n)
         except BaseException:
             try:
                 self.con.execute("ROLLBACK").fetchall()
@@ -518,17 +527,18 @@ class Store:
                 pass  # an invalidated database (e.g. a failed write) has nothing to roll back
             raise
 
-    def _grow_memory_limit(self, cache_rows: int, slot_rows: int) -> None:
-        """Keep DuckDB's pool at least the PRIMARY KEY indexes plus WORKING_ROOM (and at least its
-        base), raised in steps of 64MB; never lowered. A 40k-sample build stays at the base."""
+    def _size_pool(self, cache_rows: int, slot_rows: int) -> None:
+        """DuckDB's pool while the store is written: the PRIMARY KEY indexes (estimated from their
+        rows) plus WORKING_ROOM, and at least FACTORY_DUCKDB_MEMORY when that is set; in steps of
+        POOL_STEP, never lowered once set."""
         self._index_bytes += self._cache_index_bytes * cache_rows + SLOT_INDEX_BYTES * slot_rows
         if self._base_memory is None:
             return  # a limit we cannot read (e.g. a percentage): left as given
         want = max(self._base_memory, self._index_bytes + WORKING_ROOM)
-        if want > self._memory_limit:
-            step = 64 << 20
-            self._memory_limit = -(-want // step) * step
-            self.con.execute(f"SET memory_limit = '{self._memory_limit >> 20}MiB'").fetchall()
+        want = -(-want // POOL_STEP) * POOL_STEP
+        if self._memory_limit is None or want > self._memory_limit:
+            self._memory_limit = want
+            self.con.execute(f"SET memory_limit = '{want >> 20}MiB'").fetchall()
 
     def _shutdown_executor(self) -> None:
         if self._executor is not None:

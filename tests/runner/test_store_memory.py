@@ -20,18 +20,25 @@ def test_the_pool_grows_with_indexed_rows_and_starts_from_them_on_reopen(tmp_pat
     db = tmp_path / "m.duckdb"
     store = Store(db)
     start = _limit_mib(store)
-    assert 115 <= start <= 128  # the 128MB default
+    assert 48 < start <= 80 and start % 16 == 0  # the tables' own index memory + the working room
     for slot in range(100):
         store.add("slot_status", {"slot": slot, "status": "accepted", "reason": ""})
     store.add("filter_log", {"slot": 0, "stage": "x", "reason": "y", "detail": ""})  # no key: not counted
     store.flush()
     grown = _limit_mib(store)
-    assert grown >= 64 + 100 and grown % 64 == 0  # 100 rows + the working room, in 64 MiB steps
+    assert grown >= 48 + 100 and grown % 16 == 0  # 100 rows + the working room, in 16 MiB steps
     assert grown > start
     store.close()
     reopened = Store(db)  # the rows already indexed count from the start
-    assert _limit_mib(reopened) >= 64 + 100
+    assert _limit_mib(reopened) >= 48 + 100
     reopened.close()
+    read_only = Store(db, read_only=True)  # reads get READ_POOL
+    assert 115 <= _limit_mib(read_only) <= 128
+    read_only.close()
+    monkeypatch.setenv("FACTORY_DUCKDB_MEMORY", "1GiB")  # set: the pool is at least that
+    explicit = Store(db)
+    assert _limit_mib(explicit) == 1024
+    explicit.close()
 
 
 def test_parse_bytes():
@@ -102,6 +109,6 @@ def test_the_pool_counts_the_cache_index_by_its_key_type(tmp_path, monkeypatch, 
             )
         store.flush()
         grown = _limit_mib(store)
-        assert 64 + 100 * mib_per_row <= grown < 64 + 100 * mib_per_row + 64
+        assert 48 + 100 * mib_per_row <= grown < 48 + 100 * mib_per_row + 32
     finally:
         store.close()
