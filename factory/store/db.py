@@ -315,10 +315,10 @@ class Store:
                 ) from exc
         # DuckDB's buffer pool defaults to 80% of RAM; a build needs little of it (writes are
         # appends, reads are point lookups), so it is capped to keep a long build's memory flat:
-        # 128MB (the PRIMARY KEY indexes of a 10k-sample build take 12 MB of it; a journal is
-        # replayed REPLAY_CHUNK entries at a time, so replay fits too). Peak RSS of a 3,000-sample build
-        # (bench/build_scale.py): 589 MB with 256MB and the default allocators; about 390 MB with
-        # 128MB, store/allocators.py and long system prompts stored once (llm_prompts).
+        # READ_POOL for reads, the indexes plus WORKING_ROOM for writes (_size_pool; a journal is
+        # replayed REPLAY_CHUNK entries at a time, so replay fits too). Peak RSS of a 3,000-sample
+        # build (bench/build_scale.py): 589 MB with 256MB and the default allocators; about 390 MB
+        # with 128MB, store/allocators.py and long system prompts stored once (llm_prompts).
         config = _duckdb_config()
         if not read_only:
             limit_allocator_retention()
