@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 KEY_LOOKUP = "key_id = md5_number(?)"
 KEY_LOOKUP_OLD = "key = ?"
 
+
+def indexed_by_key_id(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether this file's llm_calls has `key_id` (its index) or is from before it (indexed by key)."""
+    return bool(
+        con.execute(
+            "SELECT 1 FROM duckdb_columns() WHERE table_name = 'llm_calls' AND column_name = 'key_id' "
+            "AND schema_name = current_schema()"
+        ).fetchall()
+    )
+
+
 # Columns added after the first release, for files created before them (CREATE TABLE IF NOT EXISTS
 # leaves an existing table as it is).
 CACHE_MIGRATIONS = (
@@ -376,12 +387,7 @@ class RequestCache:
             self.con.execute(CACHE_DDL).fetchall()
             for statement in CACHE_MIGRATIONS:
                 self.con.execute(statement).fetchall()
-            self.by_key_id = bool(
-                self.con.execute(
-                    "SELECT 1 FROM duckdb_columns() WHERE table_name = 'llm_calls' AND column_name = 'key_id' "
-                    "AND schema_name = current_schema()"
-                ).fetchall()
-            )
+            self.by_key_id = indexed_by_key_id(self.con)
         self._lookup = KEY_LOOKUP if self.by_key_id else KEY_LOOKUP_OLD
         self._replay_journal()
         self._keys = KeyFilter()  # keys in llm_calls (a Bloom filter: memory does not grow with N)

@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from factory.duckdb_views import registered
-from factory.llm.cache import CACHE_DDL, RequestCache, check_journal_path
+from factory.llm.cache import CACHE_DDL, RequestCache, check_journal_path, indexed_by_key_id
 from factory.store.allocators import limit_allocator_retention
 from factory.store.live_status import describe_live_status
 from factory.store.tables import MIGRATIONS, TABLES, TESTSET_TABLES
@@ -351,7 +351,7 @@ class Store:
             try:
                 self._create_tables()
                 self._cache_index_bytes = (
-                    CACHE_INDEX_BYTES if "key_id" in self.columns("llm_calls") else CACHE_INDEX_BYTES_OLD
+                    CACHE_INDEX_BYTES if indexed_by_key_id(self.con) else CACHE_INDEX_BYTES_OLD
                 )
                 for table, rows in self.con.execute(
                     "SELECT table_name, estimated_size FROM duckdb_tables() WHERE has_primary_key"
