@@ -388,7 +388,13 @@ class RequestCache:
             for statement in CACHE_MIGRATIONS:
                 self.con.execute(statement).fetchall()
             self.by_key_id = indexed_by_key_id(self.con)
-        self._lookup = KEY_LOOKUP if self.by_key_id else KEY_LOOKUP_OLD
+        columns = ", ".join(_COLUMNS)
+        if self.by_key_id:
+            self._lookup = KEY_LOOKUP
+            self._insert_sql = f"INSERT OR IGNORE INTO llm_calls ({columns}, key_id) SELECT *, md5_number(key) FROM _calls_batch"
+        else:
+            self._lookup = KEY_LOOKUP_OLD
+            self._insert_sql = f"INSERT OR IGNORE INTO llm_calls ({columns}) SELECT * FROM _calls_batch"
         self._replay_journal()
         self._keys = KeyFilter()  # keys in llm_calls (a Bloom filter: memory does not grow with N)
         with self.lock:
@@ -645,13 +651,7 @@ class RequestCache:
                 )
             with registered(self.con, "_calls_batch", table):
                 # columns by name: the insert does not depend on the table's column order
-                if self.by_key_id:
-                    sql = f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}, key_id) SELECT *, md5_number(key) FROM _calls_batch"
-                else:
-                    sql = (
-                        f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}) SELECT * FROM _calls_batch"
-                    )
-                self.con.execute(sql).fetchall()
+                self.con.execute(self._insert_sql).fetchall()
 
     def _split_prompts(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """The rows as stored (long system prompts replaced by their digest) and the prompts of
