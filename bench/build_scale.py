@@ -29,7 +29,7 @@ from factory.testing.server_process import FakeServerProcess  # noqa: E402
 RECIPE = """name: bench-scale
 description: DynaBench defaults; every ambiguity kept because the fake server's scores are random.
 models: {default: auto}
-endpoint_defaults: {concurrency: 128}
+endpoint_defaults: {concurrency: 128, transport: TRANSPORT}
 label: {ambiguity_threshold: 10}
 """
 
@@ -39,12 +39,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--transport", choices=("sdk", "http"), default="sdk", help="the openai endpoint's transport"
+    )
     ap.add_argument("--timeline", type=Path, default=None, help="write (seconds, RSS MB) every poll here")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     recipe = work / "recipe.yaml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(RECIPE.replace("TRANSPORT", args.transport))
     db = work / "bench.duckdb"
     with FakeServerProcess() as srv:
         env = dict(

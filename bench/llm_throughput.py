@@ -120,7 +120,9 @@ async def raw_aiohttp(url: str, n: int, concurrency: int) -> dict:
     return {"wall_s": wall, "cpu_s": cpu, "done": done}
 
 
-async def layer(url: str, n: int, concurrency: int, rps: float | None, cache: bool) -> dict:
+async def layer(
+    url: str, n: int, concurrency: int, rps: float | None, cache: bool, transport: str = "sdk"
+) -> dict:
     cfg = EndpointConfig(
         provider="openai",
         model="bench-model",
@@ -128,6 +130,7 @@ async def layer(url: str, n: int, concurrency: int, rps: float | None, cache: bo
         concurrency=concurrency,
         rpm=rps * 60 if rps else None,
         max_retries=8,
+        transport=transport,  # type: ignore[arg-type]
     )
     tmp = tempfile.mkdtemp()
     store = Store(Path(tmp) / "bench.duckdb") if cache else None
@@ -164,7 +167,14 @@ def steady_rate(done: list[float]) -> float:
     return (hi - lo) / max(1e-9, done[hi] - done[lo])
 
 
-IMPLS = ("raw aiohttp", "plain AsyncOpenAI", "factory LLMClient", "factory LLMClient + DuckDB cache")
+IMPLS = (
+    "raw aiohttp",
+    "plain AsyncOpenAI",
+    "factory LLMClient",
+    "factory LLMClient + DuckDB cache",
+    "factory LLMClient, transport http",
+    "factory LLMClient, transport http + DuckDB cache",
+)
 
 
 def run_scenario(
@@ -185,8 +195,9 @@ def run_scenario(
             elif impl == "raw aiohttp":
                 res = loop.run_until_complete(raw_aiohttp(srv.url, n, concurrency))
             else:
+                transport = "http" if "transport http" in impl else "sdk"
                 res = loop.run_until_complete(
-                    layer(srv.url, n, concurrency, rate_limit or None, cache=impl.endswith("cache"))
+                    layer(srv.url, n, concurrency, rate_limit or None, impl.endswith("cache"), transport)
                 )
             stats = srv.stats()
         rate = n / res["wall_s"]

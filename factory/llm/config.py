@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.errors import ConfigError
 
 ProviderName = Literal["openai", "anthropic", "google", "local"]
+# How online chat calls travel: through the provider's SDK, or (openai only) as plain HTTP on one
+# aiohttp session, for self-hosted OpenAI-compatible servers where the SDK's CPU is the limit.
+Transport = Literal["sdk", "http"]
 
 # The SDKs' own environment variables, honoured as they are.
 API_KEY_ENV: dict[str, tuple[str, ...]] = {
@@ -62,6 +65,7 @@ class EndpointConfig(BaseModel):
     max_retries: int = Field(default=6, ge=0, le=50)
     max_reasks: int = Field(default=2, ge=0, le=10)
     strict_schema: bool = True
+    transport: Transport = "sdk"
     # Circuit breaker (None: off, every request retries on its own and then fails). Builds turn it on.
     outage_patience_s: float | None = Field(default=None, gt=0, le=86_400)
     startup_patience_s: float = Field(default=15.0, gt=0, le=3600)
@@ -72,6 +76,15 @@ class EndpointConfig(BaseModel):
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    @model_validator(mode="after")
+    def _transport_for_openai(self) -> EndpointConfig:
+        if self.transport == "http" and self.provider != "openai":
+            raise ValueError(
+                f"transport 'http' is for OpenAI-compatible endpoints (openai:...), not {self.provider}; "
+                f"use transport 'sdk'"
+            )
+        return self
 
     @classmethod
     def parse(cls, spec: str, **overrides: object) -> EndpointConfig:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from typing_extensions import TypedDict
 
 from factory.errors import ConfigError
-from factory.llm.config import BatchSettings, EndpointConfig
+from factory.llm.config import BatchSettings, EndpointConfig, Transport
 from factory.paths import pipelines_dir
 from factory.recipes.laws import MAX_RULES, MAX_TURNS, RULES_LAW, TURNS_LAW, SizeLaw
 from factory.recipes.names import DYNAMICS, STAGES, Stage
@@ -59,6 +59,11 @@ class EndpointLimits(_Strict):
     max_retries: int | None = Field(default=None, ge=0)
     max_reasks: int | None = Field(default=None, ge=0)
     strict_schema: bool | None = None
+    transport: Transport | None = Field(
+        default=None,
+        description="sdk (default) or http: online chat calls of openai endpoints as plain HTTP on one "
+        "aiohttp session, without the SDK's per-request CPU (for self-hosted OpenAI-compatible servers)",
+    )
     outage_patience_s: float | None = Field(
         default=None,
         gt=0,
@@ -333,7 +338,15 @@ class Recipe(_Strict):
         cfg = EndpointConfig.parse(spec)
         limits: dict = {"outage_patience_s": DEFAULT_OUTAGE_PATIENCE_S}
         limits.update(self.endpoint_defaults.model_dump(exclude_none=True))
-        limits.update(self.endpoints.get(spec, EndpointLimits()).model_dump(exclude_none=True))
+        if cfg.provider != "openai":  # the defaults' transport applies where there is a choice
+            limits.pop("transport", None)
+        own = self.endpoints.get(spec, EndpointLimits())
+        if own.transport == "http" and cfg.provider != "openai":
+            raise ConfigError(
+                f"endpoints.{spec}.transport: 'http' is for OpenAI-compatible endpoints (openai:...); "
+                f"{cfg.provider} goes through its SDK (transport 'sdk')"
+            )
+        limits.update(own.model_dump(exclude_none=True))
         return cfg.model_copy(update=limits)
 
 

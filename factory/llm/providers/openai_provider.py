@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import FatalProviderError, RetryableProviderError
 from factory.llm.providers.base import Provider
+from factory.llm.providers.openai_http import ChatCompletionsHTTP
 from factory.llm.schema import json_schema, schema_name
 from factory.llm.types import GenParams, RawCompletion, Usage
 
@@ -59,6 +60,10 @@ class OpenAIProvider(Provider):
             "max_retries": 0,  # retries are ours (tenacity, Retry-After aware)
             "timeout": config.timeout_s,
         }
+        # transport http: chat calls skip the SDK; the SDK client still serves batch jobs
+        self.http = (
+            ChatCompletionsHTTP(config, base_url, key, self.name) if config.transport == "http" else None
+        )
         if DefaultAioHttpClient is not None:
             kwargs["http_client"] = DefaultAioHttpClient(timeout=config.timeout_s)
         self.client = openai.AsyncOpenAI(**kwargs)
@@ -93,11 +98,13 @@ class OpenAIProvider(Provider):
     async def send(
         self, messages: list[dict[str, Any]], params: GenParams, schema: type[BaseModel] | None
     ) -> tuple[RawCompletion, Mapping[str, str]]:
-        model = self.config.model
         # The request goes through the SDK client (auth, base URL, headers, error classes) as a
         # pre-serialised body: the SDK's typed-params transform walks every schema and message
         # recursively and cost more CPU than the whole rest of a call (measured: ~30% of a build).
         body = orjson.dumps(self.request_body(messages, params, schema))
+        if self.http is not None:
+            content, headers = await self.http.post(body)
+            return self.parse_completion(self._json(content)), headers
         try:
             http = await self.client.post(
                 "/chat/completions",
@@ -107,14 +114,15 @@ class OpenAIProvider(Provider):
             )
         except (openai.APIStatusError, openai.APIConnectionError) as exc:  # timeouts are connection errors
             raise self.sdk_error(exc, openai) from exc
+        return self.parse_completion(self._json(http.content)), http.headers
+
+    def _json(self, content: bytes) -> Any:
         try:
-            data = orjson.loads(http.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise RetryableProviderError(
-                f"unreadable response body: {http.content[:200]!r}", provider=self.name, model=model
+                f"unreadable response body: {content[:200]!r}", provider=self.name, model=self.config.model
             ) from exc
-        completion = self.parse_completion(data)
-        return completion, http.headers
 
     def parse_completion(self, data: Any) -> RawCompletion:
         """A `chat.completion` body as RawCompletion (online answers and batch results alike)."""
@@ -147,6 +155,8 @@ class OpenAIProvider(Provider):
         )
 
     async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
         await self.client.close()
 
 
