@@ -193,6 +193,7 @@ def build(
     from factory.llm.providers.local_provider import NOT_TRAINING_QUALITY
     from factory.runner.build import Terminated, check_executor, resolve_endpoints
     from factory.runner.build import build as run_build
+    from factory.runner.gc_tuning import gc_thresholds
 
     if not 1 <= n < MAX_SEED:
         _fail(f"--n {n}: must be at least 1 (and below 2**63)")
@@ -214,6 +215,7 @@ def build(
 
         _run_guarded(require_ray)
     overrides = _parse_model_overrides(model, model_for)
+    _run_guarded(gc_thresholds)
     recipe = _run_guarded(load_recipe, pipeline).with_mode(mode)
     endpoints = _run_guarded(resolve_endpoints, recipe, overrides)
     _run_guarded(check_executor, executor, endpoints)

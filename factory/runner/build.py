@@ -36,6 +36,7 @@ from factory.runner.committer import Committer
 from factory.runner.estimate import estimate, recipe_factors, store_estimate
 from factory.runner.executor import Executor, LocalExecutor
 from factory.runner.fingerprint import describe_changes, run_fingerprint
+from factory.runner.gc_tuning import build_gc, gc_thresholds
 from factory.runner.progress import Progress
 from factory.runner.slot import SlotResult
 from factory.runner.window import slot_window
@@ -175,6 +176,7 @@ async def build(
         require_ray()
         if workers < 1:
             raise ConfigError(f"--workers {workers}: must be at least 1")
+    gc_values = gc_thresholds()  # a bad FACTORY_GC_THRESHOLDS stops here, before anything is opened
     banks, _ = load_banks(banks_root)
     endpoints = resolve_endpoints(recipe, model_overrides or {})
     check_executor(executor, endpoints)
@@ -273,7 +275,7 @@ async def build(
     try:
         if not already_done:
             await runner.start()
-        with display:
+        with build_gc(gc_values), display:
             while not committer.done:
                 over_budget = False
                 while len(in_flight) < window and (

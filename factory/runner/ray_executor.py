@@ -48,6 +48,7 @@ from factory.llm.errors import RetryableProviderError
 from factory.llm.pricing import PriceTable
 from factory.llm.ratelimit import LeasedLimiter, RateLimiter, TokenBucket
 from factory.recipes import Recipe
+from factory.runner.gc_tuning import BUILD_THRESHOLDS, gc_thresholds, worker_gc
 from factory.runner.slot import SlotResult, run_slot
 from factory.stages.context import BuildContext, OutputQuality, SlotDropped
 
@@ -137,6 +138,7 @@ class WorkerSetup:
     journal_path: Path
     env: dict[str, str]
     limiter: Any  # the SharedLimiter actor handle
+    gc_values: tuple[int, int, int] = BUILD_THRESHOLDS  # the driver's collector settings
 
 
 def _portable_error(exc: BaseException) -> BaseException:
@@ -168,6 +170,7 @@ class SlotWorker:
         base.split_and_banks(0)  # the split pools, computed once per worker
         self.pools = base._pools
         self.reported: dict[tuple[str, str], Counter] = {}
+        worker_gc(setup.gc_values)  # this process runs slots only: set once, never put back
 
     def _context(self, store: RowCollector, quality: OutputQuality) -> BuildContext:
         s = self.setup
@@ -314,7 +317,9 @@ class RayExecutor:
         env = provider_env()
         journal = Path(ctx.store.journal_path).resolve()
         for i in range(self.workers):
-            setup = WorkerSetup(i, ctx.recipe, ctx.seed, ctx.endpoints, journal, env, self.limiter)
+            setup = WorkerSetup(
+                i, ctx.recipe, ctx.seed, ctx.endpoints, journal, env, self.limiter, gc_thresholds()
+            )
             self.actors.append(worker_cls.remote(setup, banks))
         await asyncio.gather(*(a.ready.remote() for a in self.actors))
         self._started = time.monotonic()

@@ -312,6 +312,27 @@ def test_bad_flag_is_named(tmp_path: Path, flags: list[str], start: str) -> None
     assert not db.exists()
 
 
+def test_bad_collector_setting_is_named(tmp_path: Path) -> None:
+    db = tmp_path / "x.duckdb"
+    recipe = write_recipe(tmp_path / "r.yaml")
+    result = _run(
+        tmp_path,
+        "build",
+        "--n",
+        "2",
+        "--db",
+        db,
+        "--pipeline",
+        recipe,
+        url=NOWHERE,
+        FACTORY_GC_THRESHOLDS="10k",
+    )
+    assert _only_line(result) == (
+        "error: FACTORY_GC_THRESHOLDS='10k': expected three positive integers, e.g. '10000,10,10'"
+    )
+    assert not db.exists()
+
+
 def test_largest_seed_is_accepted(tmp_path: Path) -> None:
     """2**63 - 1 passes the flag check and is stored (the run then stops at the unreachable endpoint)."""
     db = tmp_path / "x.duckdb"
