@@ -266,6 +266,13 @@ TABLE_INDEX_BYTES = 1 << 20  # each indexed table's own
 # with a 128MB pool, 35 MB with 48MB), so the pool is kept to the indexes plus this.
 WORKING_ROOM = 48 << 20
 POOL_STEP = 16 << 20
+# A write DuckDB refuses for lack of pool memory is rolled back and written again with a pool
+# POOL_GROWTH times larger, up to MAX_POOL: the estimate above is a measurement, not a bound (a
+# 40,000-sample build with the http transport ran out of an 80MB pool at 19,235 samples). The
+# growth is large because a COMMIT that runs out (merging the transaction's rows and index into
+# the table) invalidates the connection: the retry must not come near the limit again.
+POOL_GROWTH = 4
+MAX_POOL = 4 << 30
 READ_POOL = "128MB"  # read-only opens (export, stats) when FACTORY_DUCKDB_MEMORY is not set
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -297,6 +304,15 @@ def _duckdb_config() -> dict[str, str]:
             )
         config["threads"] = threads.strip()
     return config
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """DuckDB ran out of pool memory: an OutOfMemoryException, or a COMMIT that could not get a
+    block (DuckDB reports that one as a failed commit)."""
+    text = str(exc)
+    return isinstance(exc, duckdb.OutOfMemoryException) or (
+        "could not allocate block" in text or "failed to allocate data" in text
+    )
 
 
 class Store:
@@ -346,6 +362,8 @@ class Store:
         self._base_memory = _parse_bytes(config["memory_limit"]) if explicit else 0
         self._memory_limit: int | None = self._base_memory if explicit else None  # None: as connected
         self._index_bytes = 0
+        self._working_room = WORKING_ROOM  # raised when a write ran out of pool memory
+        self.pool_growths = 0  # writes retried with a larger pool after DuckDB ran out of memory
         self._cache_index_bytes = CACHE_INDEX_BYTES
         if not read_only:
             try:
@@ -498,7 +516,19 @@ class Store:
         self, buffers: dict[str, list[dict[str, Any]]], cache_rows: list[dict[str, Any]] | None
     ) -> None:
         """One transaction: the cache's entries (`cache_rows` detached for a background write, or
-        None: those pending now) and the buffered rows."""
+        None: those pending now) and the buffered rows. If DuckDB runs out of pool memory, the
+        transaction is rolled back and written again with twice the working room (_more_room)."""
+        while True:
+            try:
+                self._write_transaction(buffers, cache_rows)
+                return
+            except duckdb.Error as exc:
+                if not (out_of_memory(exc) and self._more_room()):
+                    raise
+
+    def _write_transaction(
+        self, buffers: dict[str, list[dict[str, Any]]], cache_rows: list[dict[str, Any]] | None
+    ) -> None:
         cache_n = len(cache_rows) if cache_rows is not None else (self._cache.pending if self._cache else 0)
         slot_n = sum(len(rows) for table, rows in buffers.items() if self._has_pk(table))
         self.con.execute("BEGIN TRANSACTION").fetchall()
@@ -534,11 +564,25 @@ class Store:
         self._index_bytes += self._cache_index_bytes * cache_rows + SLOT_INDEX_BYTES * slot_rows
         if self._base_memory is None:
             return  # a limit we cannot read (e.g. a percentage): left as given
-        want = max(self._base_memory, self._index_bytes + WORKING_ROOM)
+        want = max(self._base_memory, self._index_bytes + self._working_room)
         want = -(-want // POOL_STEP) * POOL_STEP
         if self._memory_limit is None or want > self._memory_limit:
             self._memory_limit = want
             self.con.execute(f"SET memory_limit = '{want >> 20}MiB'").fetchall()
+
+    def _more_room(self) -> bool:
+        """After DuckDB ran out of pool memory: a pool POOL_GROWTH times larger (at most MAX_POOL),
+        kept for the rest of the store's writes; False when it cannot grow (at the cap, or a limit
+        given as a share of RAM)."""
+        limit = self._memory_limit
+        if self._base_memory is None or limit is None or limit >= MAX_POOL:
+            return False
+        want = min(MAX_POOL, -(-limit * POOL_GROWTH // POOL_STEP) * POOL_STEP)
+        self._working_room = max(self._working_room, want - self._index_bytes)
+        self._memory_limit = want
+        self.con.execute(f"SET memory_limit = '{want >> 20}MiB'").fetchall()
+        self.pool_growths += 1
+        return True
 
     def _shutdown_executor(self) -> None:
         if self._executor is not None:

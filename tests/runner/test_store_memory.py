@@ -112,3 +112,49 @@ def test_the_pool_counts_the_cache_index_by_its_key_type(tmp_path, monkeypatch, 
         assert 48 + 100 * mib_per_row <= grown < 48 + 100 * mib_per_row + 32
     finally:
         store.close()
+
+
+def _pool_too_small_for_the_index(monkeypatch) -> None:
+    """A 16 MiB pool and an estimate that counts no index: inserting many random keys runs out."""
+    monkeypatch.delenv("FACTORY_DUCKDB_MEMORY", raising=False)
+    for name, value in (("WORKING_ROOM", 1 << 20), ("SLOT_INDEX_BYTES", 0), ("TABLE_INDEX_BYTES", 0)):
+        monkeypatch.setattr(store_db, name, value)
+
+
+def _add_random_slots(store: Store, n: int) -> None:
+    import random
+
+    rng = random.Random(7)
+    for slot in rng.sample(range(1 << 62), n):  # random keys: the index cannot be evicted
+        store.add("slot_status", {"slot": slot, "status": "accepted", "reason": ""})
+
+
+ROWS_PAST_16MIB = 400_000
+
+
+def test_a_write_that_runs_out_of_pool_memory_is_retried_with_more_room(tmp_path, monkeypatch):
+    _pool_too_small_for_the_index(monkeypatch)
+    store = Store(tmp_path / "m.duckdb")
+    assert _limit_mib(store) == 16
+    _add_random_slots(store, ROWS_PAST_16MIB)
+    store.flush()
+    assert store.pool_growths == 1 and _limit_mib(store) == 16 * store_db.POOL_GROWTH
+    assert store.query("SELECT count(*) FROM slot_status")[0][0] == ROWS_PAST_16MIB
+    store.close()
+
+
+def test_at_the_cap_running_out_of_pool_memory_is_one_line_and_stores_nothing(tmp_path, monkeypatch):
+    _pool_too_small_for_the_index(monkeypatch)
+    monkeypatch.setattr(store_db, "MAX_POOL", 16 << 20)  # no room to grow
+    db = tmp_path / "m.duckdb"
+    store = Store(db)
+    _add_random_slots(store, ROWS_PAST_16MIB)
+    with pytest.raises(StoreError) as info:
+        store.flush()
+    message = str(info.value)
+    assert "\n" not in message.strip() and message.startswith(f"cannot write to {db}: Out of Memory Error")
+    assert store.pool_growths == 0
+    assert store.query("SELECT count(*) FROM slot_status")[0][0] == 0
+    with pytest.raises(StoreError):  # the rows are still buffered: closing tries them once more
+        store.close()
+    store.con.close()
