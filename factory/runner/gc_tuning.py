@@ -4,7 +4,7 @@ A zero-latency build allocates about 60 tracked objects per LLM call (request di
 bodies, pydantic models, aiohttp's per-request objects). With Python's default thresholds
 (700, 10, 10) that is a young collection every ~12 calls, and the full collections walk every
 long-lived object the build holds: measured, 8.5 s of a 60 s 4,000-sample build was spent in the
-collector (bench/README.md). After the build's setup, `tune_gc_for_build` moves what exists into the
+collector (bench/README.md). After the build's setup, `build_gc` moves what exists into the
 permanent generation (`gc.freeze`: banks, recipe, modules, never garbage) and collects the young
 generation every 10,000 allocations instead of every 700. Cycles are still collected, only in
 fewer, larger passes. `FACTORY_GC_THRESHOLDS="700,10,10"` restores Python's defaults (nothing is

@@ -517,7 +517,7 @@ class Store:
     ) -> None:
         """One transaction: the cache's entries (`cache_rows` detached for a background write, or
         None: those pending now) and the buffered rows. If DuckDB runs out of pool memory, the
-        transaction is rolled back and written again with twice the working room (_more_room)."""
+        transaction is rolled back and written again with a pool POOL_GROWTH times larger (_more_room)."""
         while True:
             try:
                 self._write_transaction(buffers, cache_rows)

@@ -25,13 +25,19 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(("provider", "transport"), [(p, "sdk") for p in PROVIDERS] + [("openai", "http")])
 async def test_refused_connection_is_a_connection_error(
-    provider: str, monkeypatch: pytest.MonkeyPatch
+    provider: str, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(KEY_ENV[provider], "test-key")
     url = f"http://127.0.0.1:{_closed_port()}" + ("/v1" if provider == "openai" else "")
-    cfg = EndpointConfig(provider=provider, model=MODELS[provider], base_url=url, timeout_s=5.0)  # type: ignore[arg-type]
+    cfg = EndpointConfig(
+        provider=provider,  # type: ignore[arg-type]
+        model=MODELS[provider],
+        base_url=url,
+        timeout_s=5.0,
+        transport=transport,  # type: ignore[arg-type]
+    )
     p = make_provider(cfg)
     t0 = time.perf_counter()
     try:
@@ -43,3 +49,5 @@ async def test_refused_connection_is_a_connection_error(
         assert time.perf_counter() - t0 < 4.0  # refused at once, not after the timeout
     assert info.value.kind == "connection", str(info.value)
     assert info.value.kind_text() == "connection refused or dropped"
+    if transport == "http":
+        assert f"connection refused at {url}" in str(info.value)

@@ -281,6 +281,16 @@ def test_bad_recipe_names_file_and_key(tmp_path: Path) -> None:
 # -- 8. / 9. flags ----------------------------------------------------------------------------------
 
 
+def _build_stopped_by_input(tmp_path: Path, *flags: str, **env: str) -> str:
+    """A 2-sample build with these flags / environment: its one error line (no store created)."""
+    db = tmp_path / "x.duckdb"
+    recipe = write_recipe(tmp_path / "r.yaml")
+    result = _run(tmp_path, "build", "--n", "2", "--db", db, "--pipeline", recipe, *flags, url=NOWHERE, **env)
+    line = _only_line(result)
+    assert not db.exists()
+    return line
+
+
 @pytest.mark.parametrize(
     ("flags", "start"),
     [
@@ -295,42 +305,14 @@ def test_bad_recipe_names_file_and_key(tmp_path: Path) -> None:
     ],
 )
 def test_bad_flag_is_named(tmp_path: Path, flags: list[str], start: str) -> None:
-    db = tmp_path / "x.duckdb"
-    result = _run(
-        tmp_path,
-        "build",
-        "--n",
-        "2",
-        "--db",
-        db,
-        "--pipeline",
-        write_recipe(tmp_path / "r.yaml"),
-        *flags,
-        url=NOWHERE,
-    )
-    assert _only_line(result).startswith(start), result.stderr
-    assert not db.exists()
+    line = _build_stopped_by_input(tmp_path, *flags)
+    assert line.startswith(start), line
 
 
 def test_bad_collector_setting_is_named(tmp_path: Path) -> None:
-    db = tmp_path / "x.duckdb"
-    recipe = write_recipe(tmp_path / "r.yaml")
-    result = _run(
-        tmp_path,
-        "build",
-        "--n",
-        "2",
-        "--db",
-        db,
-        "--pipeline",
-        recipe,
-        url=NOWHERE,
-        FACTORY_GC_THRESHOLDS="10k",
-    )
-    assert _only_line(result) == (
+    assert _build_stopped_by_input(tmp_path, FACTORY_GC_THRESHOLDS="10k") == (
         "error: FACTORY_GC_THRESHOLDS='10k': expected three positive integers, e.g. '10000,10,10'"
     )
-    assert not db.exists()
 
 
 def test_largest_seed_is_accepted(tmp_path: Path) -> None:

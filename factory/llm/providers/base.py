@@ -102,6 +102,13 @@ def status_error(
     )
 
 
+def connection_refused(provider: str, model: str, where: str) -> RetryableProviderError:
+    """Nothing listens at `where`: retryable, and read as a connection failure (not a timeout)."""
+    return RetryableProviderError(
+        f"connection failed: connection refused at {where}", provider=provider, model=model
+    )
+
+
 class Provider(abc.ABC):
     """One configured SDK client. Subclasses implement `_send`."""
 
@@ -131,9 +138,7 @@ class Provider(abc.ABC):
             )
         if refused(exc):
             where = self.config.resolved_base_url() or "the provider's default address"
-            return RetryableProviderError(
-                f"connection failed: connection refused at {where}", provider=self.name, model=model
-            )
+            return connection_refused(self.name, model, where)
         return RetryableProviderError(f"connection failed: {exc}", provider=self.name, model=model)
 
     def missing_key(self, env_vars: tuple[str, ...]) -> FatalProviderError:

@@ -21,7 +21,7 @@ import orjson
 
 from factory.llm.config import EndpointConfig
 from factory.llm.errors import RetryableProviderError
-from factory.llm.providers.base import body_message, refused, status_error
+from factory.llm.providers.base import body_message, connection_refused, refused, status_error
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The SDK reads these too and sends them as headers (organisation and project scoping).
@@ -71,10 +71,10 @@ class ChatCompletionsHTTP:
         except aiohttp.ClientError as exc:
             if refused(exc):
                 where = self.url.removesuffix("/chat/completions")
-                message = f"connection failed: connection refused at {where}"
-            else:
-                message = f"connection failed: {type(exc).__name__}: {exc}"
-            raise RetryableProviderError(message, provider=self.provider, model=model) from exc
+                raise connection_refused(self.provider, model, where) from exc
+            raise RetryableProviderError(
+                f"connection failed: {type(exc).__name__}: {exc}", provider=self.provider, model=model
+            ) from exc
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
