@@ -139,10 +139,12 @@ PYEOF
     "$VENV/bin/python" -m argilla_server database users create --username "$1" --role "$2" \
       --first-name "$1" --password "$3" --api-key "$4" --workspace default >>"$STATE/users.log" 2>&1 || true
   }
-  # an existing user is reported in users.log and kept; the three run side by side (each is a slow import)
+  # An existing user is reported in users.log and kept. The owner goes first: creating a user also
+  # creates its workspace when missing, and two creating `default` at once made one of them fail
+  # (UNIQUE constraint on workspaces.name), leaving that user, and its key, missing. The
+  # annotators then run side by side (each is a slow import).
+  mk owner owner "$OWNER_PASSWORD" "$OWNER_KEY"
   local pids=()
-  mk owner owner "$OWNER_PASSWORD" "$OWNER_KEY" &
-  pids+=($!)
   mk annotator1 annotator "$ANNOTATOR1_PASSWORD" "$ANNOTATOR1_KEY" &
   pids+=($!)
   mk annotator2 annotator "$ANNOTATOR2_PASSWORD" "$ANNOTATOR2_KEY" &
