@@ -108,6 +108,8 @@ def main() -> None:
         "server_requests": server.get("requests"),
         "server_repeated_bodies": server.get("repeated_bodies"),
         "db_mb": round(db.stat().st_size / 2**20, 1),
+        # writes DuckDB refused for lack of pool memory, retried with a larger pool (Store._more_room)
+        "pool_growths": err.count("was too small for a write"),
     }
     if args.timeline:
         args.timeline.write_text(json.dumps([(round(t, 2), round(r / 2**20, 1)) for t, r in timeline]))

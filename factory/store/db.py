@@ -273,6 +273,20 @@ POOL_STEP = 16 << 20
 # the table) invalidates the connection: the retry must not come near the limit again.
 POOL_GROWTH = 4
 MAX_POOL = 4 << 30
+# DuckDB checkpoints a written store when its write-ahead log passes this (its default: 16MB).
+# Each checkpoint of a growing llm_calls stalls the commit that triggers it, and at DuckDB's
+# default the stalls grew with the table: 17-20 s once a 500,000-row table passed each
+# 122,880-row group (synthetic insert of 1,100 rows a transaction, 128MB pool), long enough for
+# the next write to pile up 10-17k rows and run out of pool memory. At 256MB they were 3.5-4.0 s
+# every ~95,000 rows and the insert took 76 s instead of 163 s. In a 40,000-sample build with
+# the http transport (bench/build_scale.py; about 2.5 GB of log) the store was checkpointed about
+# 10 times instead of about 150, no write ran out of pool memory, and the peak was 557 MB (638 MB
+# before, after two pool growths); the last checkpoints still took 10-16 s. The
+# cost: a log of up to this size on disk next to the store, replayed on the next open after a
+# crash (a 232MB log: about 1 s and 200 MB of memory with a 128MB pool).
+CHECKPOINT_THRESHOLD = "256MB"
+# The most request-cache entries one background write commits in a transaction (Store._write_batch).
+CACHE_ROWS_PER_TRANSACTION = 2000
 READ_POOL = "128MB"  # read-only opens (export, stats) when FACTORY_DUCKDB_MEMORY is not set
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -367,6 +381,7 @@ class Store:
         self._cache_index_bytes = CACHE_INDEX_BYTES
         if not read_only:
             try:
+                self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'").fetchall()
                 self._create_tables()
                 self._cache_index_bytes = (
                     CACHE_INDEX_BYTES if indexed_by_key_id(self.con) else CACHE_INDEX_BYTES_OLD
@@ -517,7 +532,24 @@ class Store:
     ) -> None:
         """One transaction: the cache's entries (`cache_rows` detached for a background write, or
         None: those pending now) and the buffered rows. If DuckDB runs out of pool memory, the
-        transaction is rolled back and written again with a pool POOL_GROWTH times larger (_more_room)."""
+        transaction is rolled back and written again with a pool POOL_GROWTH times larger (_more_room).
+
+        Detached entries beyond CACHE_ROWS_PER_TRANSACTION go first, in transactions of their own
+        (a slow commit lets them pile up, and a transaction's rows stay in the pool until its
+        commit); the last of them commits with the buffered rows. An answer committed without its
+        slot's rows is safe: the journal keeps every entry until the whole write is done, and a
+        rerun's insert of one already stored is ignored."""
+        if cache_rows is not None and len(cache_rows) > CACHE_ROWS_PER_TRANSACTION:
+            step = CACHE_ROWS_PER_TRANSACTION
+            last = (len(cache_rows) - 1) // step * step
+            for start in range(0, last, step):
+                self._write_retrying({}, cache_rows[start : start + step])
+            cache_rows = cache_rows[last:]
+        self._write_retrying(buffers, cache_rows)
+
+    def _write_retrying(
+        self, buffers: dict[str, list[dict[str, Any]]], cache_rows: list[dict[str, Any]] | None
+    ) -> None:
         while True:
             try:
                 self._write_transaction(buffers, cache_rows)
@@ -579,6 +611,12 @@ class Store:
             return False
         want = min(MAX_POOL, -(-limit * POOL_GROWTH // POOL_STEP) * POOL_STEP)
         self._working_room = max(self._working_room, want - self._index_bytes)
+        log.warning(
+            "%s: DuckDB's pool (%d MiB) was too small for a write; it is written again with %d MiB",
+            self.path,
+            limit >> 20,
+            want >> 20,
+        )
         self._memory_limit = want
         self.con.execute(f"SET memory_limit = '{want >> 20}MiB'").fetchall()
         self.pool_growths += 1

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -14,7 +15,8 @@ from factory.llm.errors import FatalProviderError
 from factory.llm.fingerprint import request_key
 from factory.llm.pricing import Price, PriceTable
 from factory.llm.types import GenParams, RawCompletion, Usage
-from factory.store.db import Store
+from factory.store import db as store_db
+from factory.store.db import Store, StoreError
 from tests.llm.helpers import MODELS, PROVIDERS, Verdict, old_cache_ddl, request
 
 PRICES = PriceTable({m: Price(input=1000.0, output=3000.0) for m in MODELS.values()})
@@ -361,6 +363,69 @@ def test_background_write_keeps_answers_and_the_journal_tail(tmp_path):
     store.close()
     store = Store(db)
     assert store.cache.get("b" * 32).text == "b" * 32  # replayed from the journal tail, or flushed
+    store.close()
+
+
+def _chunked_writes(store: Store, monkeypatch, fail_at: int | None = None) -> list[tuple[int, int]]:
+    """Record (cache rows, buffered rows) of each transaction a write makes; `fail_at` (counted
+    from 1) makes that transaction fail."""
+    calls: list[tuple[int, int]] = []
+    write = store._write_transaction
+
+    def spy(buffers, cache_rows):
+        calls.append((len(cache_rows or []), sum(len(rows) for rows in buffers.values())))
+        if len(calls) == fail_at:
+            raise duckdb.IOException("simulated write failure")
+        write(buffers, cache_rows)
+
+    monkeypatch.setattr(store, "_write_transaction", spy)
+    return calls
+
+
+def test_a_large_background_write_commits_its_answers_in_bounded_transactions(tmp_path, monkeypatch):
+    """Answers that piled up behind a slow commit go in transactions of at most
+    CACHE_ROWS_PER_TRANSACTION; the slot rows commit with the last of them."""
+    monkeypatch.setattr(store_db, "CACHE_ROWS_PER_TRANSACTION", 3)
+    store = Store(tmp_path / "chunks.duckdb")
+    calls = _chunked_writes(store, monkeypatch)
+    keys = [f"{i:032x}" for i in range(8)]
+    for key in keys:
+        _put_entry(store.cache, key)
+    store.add("filter_log", {"slot": 0, "stage": "s", "reason": "r", "detail": "", "dropped": False})
+    store.flush_in_background(every_s=0.0)
+    store._background.result()
+    store.flush_in_background(every_s=3600.0)  # collects it
+    assert calls == [(3, 0), (3, 0), (2, 1)]
+    assert sorted(k for (k,) in store.query("SELECT key FROM llm_calls")) == keys
+    assert store.journal_path.read_bytes() == b""
+    store.close()
+
+
+def test_a_chunked_write_that_fails_half_way_loses_nothing_and_stores_nothing_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_db, "CACHE_ROWS_PER_TRANSACTION", 3)
+    db = tmp_path / "chunks.duckdb"
+    store = Store(db)
+    calls = _chunked_writes(store, monkeypatch, fail_at=2)
+    keys = [f"{i:032x}" for i in range(8)]
+    for key in keys:
+        _put_entry(store.cache, key)
+    store.add("filter_log", {"slot": 0, "stage": "s", "reason": "r", "detail": "", "dropped": False})
+    store.flush_in_background(every_s=0.0)
+    assert isinstance(store._background.exception(), duckdb.IOException)
+    with pytest.raises(StoreError) as info:
+        store.flush_in_background(every_s=0.0)  # collects the failed write
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"cannot write to {db}")
+    assert calls == [(3, 0), (3, 0)]
+    assert store.query("SELECT count(*) FROM llm_calls") == [(3,)]  # the first chunk committed
+    journal = [orjson.loads(line)["key"] for line in store.journal_path.read_bytes().splitlines()]
+    assert journal == keys  # ... and the journal still holds every answer
+    assert all(store.cache.get(key) is not None for key in keys)
+    store.con.close()
+    store = Store(db)  # a rerun: the journal is folded in, the stored three are not stored again
+    assert all(store.cache.get(key) is not None for key in keys)
+    store.close()
+    store = Store(db, read_only=True)
+    assert sorted(k for (k,) in store.query("SELECT key FROM llm_calls")) == keys
     store.close()
 
 

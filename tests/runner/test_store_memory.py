@@ -132,13 +132,19 @@ def _add_random_slots(store: Store, n: int) -> None:
 ROWS_PAST_16MIB = 400_000
 
 
-def test_a_write_that_runs_out_of_pool_memory_is_retried_with_more_room(tmp_path, monkeypatch):
+def test_a_write_that_runs_out_of_pool_memory_is_retried_with_more_room(tmp_path, monkeypatch, caplog):
     _pool_too_small_for_the_index(monkeypatch)
-    store = Store(tmp_path / "m.duckdb")
+    db = tmp_path / "m.duckdb"
+    store = Store(db)
     assert _limit_mib(store) == 16
     _add_random_slots(store, ROWS_PAST_16MIB)
-    store.flush()
+    with caplog.at_level("WARNING", logger="factory.store.db"):
+        store.flush()
     assert store.pool_growths == 1 and _limit_mib(store) == 16 * store_db.POOL_GROWTH
+    grown = 16 * store_db.POOL_GROWTH
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{db}: DuckDB's pool (16 MiB) was too small for a write; it is written again with {grown} MiB"
+    ]
     assert store.query("SELECT count(*) FROM slot_status")[0][0] == ROWS_PAST_16MIB
     store.close()
 
