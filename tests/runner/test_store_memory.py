@@ -140,8 +140,8 @@ def test_a_write_that_runs_out_of_pool_memory_is_retried_with_more_room(tmp_path
     _add_random_slots(store, ROWS_PAST_16MIB)
     with caplog.at_level("WARNING", logger="factory.store.db"):
         store.flush()
-    assert store.pool_growths == 1 and _limit_mib(store) == 16 * store_db.POOL_GROWTH
     grown = 16 * store_db.POOL_GROWTH
+    assert store.pool_growths == 1 and _limit_mib(store) == grown
     assert [r.getMessage() for r in caplog.records] == [
         f"{db}: DuckDB's pool (16 MiB) was too small for a write; it is written again with {grown} MiB"
     ]
